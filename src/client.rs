@@ -1,0 +1,306 @@
+//! A blocking client of the binary protocol, on `std::net`: used by the tests, `fanout chat`
+//! and load tools. [`Client`] reads; its [`Sender`] (cheap to clone, safe to share between
+//! threads) writes.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{
+    encode_publish, ClientFrame, FrameDecoder, Hello, Message, ServerFrame, Welcome, HELLO_FLAG_ECHO,
+    JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION,
+};
+use crate::error::{DecodeError, ErrorCode};
+
+/// What can go wrong talking to a server.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The socket failed (a read timeout shows up here as `WouldBlock` or `TimedOut`).
+    Io(io::Error),
+    /// The server sent bytes that are not a valid frame.
+    Protocol(DecodeError),
+    /// The server refused a request or closed the connection with an error.
+    Server {
+        /// The wire code.
+        code: u16,
+        /// The server's text.
+        text: String,
+    },
+    /// The server closed the connection.
+    Closed,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "i/o error: {e}"),
+            Self::Protocol(e) => write!(f, "protocol error from server: {e}"),
+            Self::Server { code, text } => match ErrorCode::from_u16(*code) {
+                Some(known) => write!(f, "server error {known}: {text}"),
+                None => write!(f, "server error {code}: {text}"),
+            },
+            Self::Closed => write!(f, "the server closed the connection"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// What a client receives, besides replies it waits for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message published by someone else (or by us, with echo).
+    Message(Message),
+    /// An `ERROR` frame: fatal codes are followed by the server closing.
+    Error {
+        /// The wire code.
+        code: u16,
+        /// The server's text.
+        text: String,
+    },
+    /// A `JOINED` that nobody waited for.
+    Joined(Bytes),
+    /// A `LEFT` that nobody waited for.
+    Left(Bytes),
+    /// The answer to a [`Sender::ping`].
+    Pong(u64),
+}
+
+/// How to say `HELLO`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Ask for our own publishes back.
+    pub echo: bool,
+    /// Authentication token (empty when unused).
+    pub token: Vec<u8>,
+}
+
+/// The writing half: every method sends one frame and returns without waiting for a reply.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    stream: Arc<Mutex<TcpStream>>,
+}
+
+impl Sender {
+    /// Sends raw bytes as they are (tests use it to send broken frames).
+    pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut stream = self.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        stream.write_all(bytes)
+    }
+
+    /// Sends one frame.
+    pub fn send(&self, frame: &ClientFrame) -> io::Result<()> {
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        self.send_raw(&buf)
+    }
+
+    /// Publishes `payload` to `room`.
+    pub fn publish(&self, room: &str, payload: &[u8]) -> io::Result<()> {
+        let mut buf = BytesMut::with_capacity(6 + room.len() + payload.len());
+        encode_publish(&mut buf, room.as_bytes(), payload);
+        self.send_raw(&buf)
+    }
+
+    /// Sends `PING` with `nonce`; the `PONG` arrives as [`Event::Pong`].
+    pub fn ping(&self, nonce: u64) -> io::Result<()> {
+        self.send(&ClientFrame::Ping(nonce))
+    }
+
+    /// Closes both directions of the connection.
+    pub fn shutdown(&self) -> io::Result<()> {
+        let stream = self.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        stream.shutdown(std::net::Shutdown::Both)
+    }
+}
+
+/// A connected, greeted client: the reading half plus a [`Sender`].
+#[derive(Debug)]
+pub struct Client {
+    reader: TcpStream,
+    sender: Sender,
+    input: BytesMut,
+    decoder: FrameDecoder,
+    pending: VecDeque<ServerFrame>,
+    welcome: Welcome,
+}
+
+impl Client {
+    /// Connects to `addr` and says `HELLO` as `name`, with default options.
+    pub fn connect(addr: impl ToSocketAddrs, name: &str) -> Result<Self, ClientError> {
+        Self::connect_with(addr, name, &ClientOptions::default())
+    }
+
+    /// Connects to `addr`, says `HELLO` and waits for `WELCOME`.
+    pub fn connect_with(addr: impl ToSocketAddrs, name: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        let sender = Sender { stream: Arc::new(Mutex::new(stream.try_clone()?)) };
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            flags: if options.echo { HELLO_FLAG_ECHO } else { 0 },
+            name: Bytes::copy_from_slice(name.as_bytes()),
+            token: Bytes::copy_from_slice(&options.token),
+        };
+        sender.send(&ClientFrame::Hello(hello))?;
+        let mut client = Self {
+            reader: stream,
+            sender,
+            input: BytesMut::with_capacity(64 * 1024),
+            decoder: FrameDecoder::default(),
+            pending: VecDeque::new(),
+            welcome: Welcome { version: 0, node_id: 0, core_id: 0, session_id: 0, max_body: 0 },
+        };
+        client.welcome = match client.read_frame()? {
+            ServerFrame::Welcome(welcome) => welcome,
+            ServerFrame::Error { code, text } => return Err(server_error(code, &text)),
+            other => return Err(ClientError::Protocol(DecodeError::UnexpectedFrame(frame_kind(&other)))),
+        };
+        Ok(client)
+    }
+
+    /// Connects to the first of `addrs` that accepts and greets us.
+    pub fn connect_any(addrs: &[SocketAddr], name: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let mut last = ClientError::Io(io::Error::new(io::ErrorKind::InvalidInput, "no address given"));
+        for addr in addrs {
+            match Self::connect_with(addr, name, options) {
+                Ok(client) => return Ok(client),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// What the server said in `WELCOME`.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// A writing handle that can move to another thread.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
+    }
+
+    /// Bounds how long [`Client::next_event`] and the waiting calls block (`None`: forever).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.reader.set_read_timeout(timeout)
+    }
+
+    /// Joins `room` and waits until the server confirms it.
+    pub fn join(&mut self, room: &str) -> Result<(), ClientError> {
+        self.join_with(room, 0)
+    }
+
+    /// Joins `room` as a publisher that receives nothing, and waits for the confirmation.
+    pub fn join_send_only(&mut self, room: &str) -> Result<(), ClientError> {
+        self.join_with(room, JOIN_FLAG_SEND_ONLY)
+    }
+
+    fn join_with(&mut self, room: &str, flags: u8) -> Result<(), ClientError> {
+        let room = Bytes::copy_from_slice(room.as_bytes());
+        self.sender.send(&ClientFrame::Join { flags, room: room.clone() })?;
+        self.wait_for(|frame| matches!(frame, ServerFrame::Joined(r) if *r == room))
+    }
+
+    /// Leaves `room` and waits until the server confirms it.
+    pub fn leave(&mut self, room: &str) -> Result<(), ClientError> {
+        let room = Bytes::copy_from_slice(room.as_bytes());
+        self.sender.send(&ClientFrame::Leave { room: room.clone() })?;
+        self.wait_for(|frame| matches!(frame, ServerFrame::Left(r) if *r == room))
+    }
+
+    /// Publishes `payload` to `room` (see [`Sender::publish`]).
+    pub fn publish(&self, room: &str, payload: &[u8]) -> io::Result<()> {
+        self.sender.publish(room, payload)
+    }
+
+    /// Sends a `PING` and waits for its `PONG`: afterwards, everything sent before has been
+    /// handled by the server.
+    pub fn round_trip(&mut self, nonce: u64) -> Result<(), ClientError> {
+        self.sender.ping(nonce)?;
+        self.wait_for(|frame| matches!(frame, ServerFrame::Pong(n) if *n == nonce))
+    }
+
+    /// The next event, blocking up to the read timeout; `PING`s are answered on the way.
+    pub fn next_event(&mut self) -> Result<Event, ClientError> {
+        let frame = match self.pending.pop_front() {
+            Some(frame) => frame,
+            None => self.read_frame()?,
+        };
+        Ok(match frame {
+            ServerFrame::Message(m) => Event::Message(m),
+            ServerFrame::Error { code, text } => {
+                Event::Error { code, text: String::from_utf8_lossy(&text).into_owned() }
+            }
+            ServerFrame::Joined(room) => Event::Joined(room),
+            ServerFrame::Left(room) => Event::Left(room),
+            ServerFrame::Pong(nonce) => Event::Pong(nonce),
+            ServerFrame::Welcome(_) | ServerFrame::Ping(_) => {
+                return Err(ClientError::Protocol(DecodeError::UnexpectedFrame(frame_kind(&frame))))
+            }
+        })
+    }
+
+    /// The next message, treating any other event as an error.
+    pub fn next_message(&mut self) -> Result<Message, ClientError> {
+        match self.next_event()? {
+            Event::Message(m) => Ok(m),
+            Event::Error { code, text } => Err(ClientError::Server { code, text }),
+            other => Err(ClientError::Io(io::Error::other(format!("expected a message, got {other:?}")))),
+        }
+    }
+
+    /// Reads frames until `wanted` matches one, keeping deliveries for [`Client::next_event`].
+    fn wait_for(&mut self, wanted: impl Fn(&ServerFrame) -> bool) -> Result<(), ClientError> {
+        loop {
+            let frame = self.read_frame()?;
+            if wanted(&frame) {
+                return Ok(());
+            }
+            match frame {
+                ServerFrame::Error { code, text } => return Err(server_error(code, &text)),
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    /// Reads one frame off the socket, answering `PING`s.
+    fn read_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        loop {
+            if let Some(raw) = self.decoder.decode(&mut self.input).map_err(ClientError::Protocol)? {
+                match ServerFrame::parse(raw).map_err(ClientError::Protocol)? {
+                    ServerFrame::Ping(nonce) => self.sender.send(&ClientFrame::Pong(nonce))?,
+                    frame => return Ok(frame),
+                }
+                continue;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.reader.read(&mut chunk)?;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            self.input.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn server_error(code: u16, text: &[u8]) -> ClientError {
+    ClientError::Server { code, text: String::from_utf8_lossy(text).into_owned() }
+}
+
+fn frame_kind(frame: &ServerFrame) -> u8 {
+    let mut buf = BytesMut::new();
+    frame.encode(&mut buf);
+    buf[4]
+}

@@ -1,0 +1,81 @@
+//! Runtime configuration of a server, validated once at start-up.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::hub::HubConfig;
+use crate::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES};
+
+/// Default address `fanout serve` listens on.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+
+/// Default listen backlog (the kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+/// Everything a reactor needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address clients connect to.
+    pub listen: SocketAddr,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Limits and timeouts of the connections.
+    pub hub: HubConfig,
+}
+
+/// A configuration that cannot work, found before the server starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ServerConfig {
+    /// The defaults, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self { listen, backlog: DEFAULT_BACKLOG, hub: HubConfig::default() }
+    }
+
+    /// Checks the relations between settings that the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let hub = &self.hub;
+        if hub.output_bytes_max < HEADER_BYTES + FRAME_BODY_BYTES_MAX {
+            return Err(ConfigError(format!(
+                "--max-output-bytes must hold at least one full frame ({} bytes)",
+                HEADER_BYTES + FRAME_BODY_BYTES_MAX
+            )));
+        }
+        if hub.rooms_per_connection_max == 0 {
+            return Err(ConfigError("--max-rooms-per-connection must be at least 1".into()));
+        }
+        if hub.connections_max == 0 {
+            return Err(ConfigError("--max-connections must be at least 1".into()));
+        }
+        let t = &hub.timeouts;
+        for (name, value) in
+            [("handshake", t.handshake), ("ping interval", t.ping_interval), ("ping timeout", t.ping_timeout)]
+        {
+            if value < Duration::from_millis(10) {
+                return Err(ConfigError(format!("the {name} must be at least 10 ms")));
+            }
+        }
+        if self.backlog < 1 {
+            return Err(ConfigError("the backlog must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// How often the reactor runs connection timers: a quarter of the shortest timeout, between
+    /// 10 ms and 1 s, so a timeout fires at most 25% late.
+    pub fn tick(&self) -> Duration {
+        let t = &self.hub.timeouts;
+        let shortest = t.handshake.min(t.ping_interval).min(t.ping_timeout);
+        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}

@@ -1,0 +1,459 @@
+//! One reactor's clients, rooms and fan-out, without sockets.
+//!
+//! The reactor feeds the hub bytes and readiness; the hub runs each connection's [`Session`],
+//! applies requests to the [`Router`], encodes each publish **once** and queues it on every
+//! recipient's [`Outbox`], and tells the reactor which connections have bytes to flush and
+//! which are finished. `T` is the transport the reactor keeps with each connection (a
+//! `TcpStream` in the server, `()` in tests): the hub stores it and never touches it.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use slab::Slab;
+
+use crate::codec::line::{encode_error_line, encode_message_line, LineSplitter};
+use crate::codec::{
+    encode_error_raw, encode_message, encode_nonce, encode_room_reply, encode_welcome, frame_type, FrameDecoder,
+    Welcome, PROTOCOL_VERSION,
+};
+use crate::error::ErrorCode;
+use crate::limits::{
+    CONNECTIONS_MAX, DEFAULT_ROOM, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, LINE_BYTES_MAX, OUTPUT_BYTES_MAX,
+    PING_INTERVAL, PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX,
+};
+use crate::outbox::Outbox;
+use crate::router::{ConnKey, RouteError, Router};
+use crate::session::{Fault, Mode, Request, Session, Timeouts, TimerEvent};
+
+/// Bytes reserved at a time for encoding publishes, so small frames share one allocation.
+const ENCODE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long a connection being closed for a fault may take to read its error and hang up.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The hub's settings, from the server configuration.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// This node's id (in `WELCOME`, session and stream ids).
+    pub node_id: u16,
+    /// This reactor's id (in `WELCOME`, session and stream ids).
+    pub core_id: u16,
+    /// Rooms one connection may be in.
+    pub rooms_per_connection_max: usize,
+    /// Output bytes queued per connection before it is cut.
+    pub output_bytes_max: usize,
+    /// Connections this hub accepts.
+    pub connections_max: usize,
+    /// Handshake and keepalive timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            core_id: 0,
+            rooms_per_connection_max: ROOMS_PER_CONNECTION_MAX,
+            output_bytes_max: OUTPUT_BYTES_MAX,
+            connections_max: CONNECTIONS_MAX,
+            timeouts: Timeouts {
+                handshake: HANDSHAKE_TIMEOUT,
+                ping_interval: PING_INTERVAL,
+                ping_timeout: PING_TIMEOUT,
+            },
+        }
+    }
+}
+
+/// Counters of what the hub did, for logs and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Connections opened.
+    pub connections_opened: u64,
+    /// Publishes accepted.
+    pub publishes: u64,
+    /// Messages queued for recipients.
+    pub deliveries: u64,
+    /// Connections cut as slow consumers.
+    pub slow_consumers: u64,
+    /// Fatal protocol errors, by code.
+    pub fatal_errors: u64,
+    /// Connections refused because the hub was full.
+    pub refused_full: u64,
+}
+
+/// Whether a connection still takes part in the chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Out of every room; its last bytes (an error) are being flushed, then it is shut down
+    /// and dropped when the peer hangs up or at the deadline.
+    Closing {
+        deadline: Instant,
+    },
+}
+
+/// One connection as the hub holds it.
+#[derive(Debug)]
+pub struct Conn<T> {
+    /// The reactor's transport for this connection.
+    pub io: T,
+    /// Bytes read and not yet decoded; the reactor appends, the hub consumes.
+    pub input: BytesMut,
+    session: Session,
+    outbox: Outbox,
+    flush_queued: bool,
+    state: State,
+}
+
+impl<T> Conn<T> {
+    /// The connection's output queue (the reactor flushes it).
+    pub fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// The transport and the output queue together, so the reactor can flush one into the other.
+    pub fn io_and_outbox(&mut self) -> (&mut T, &mut Outbox) {
+        (&mut self.io, &mut self.outbox)
+    }
+
+    /// True once the connection is being closed: input is discarded, output is its last.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing { .. })
+    }
+
+    /// The connection's session id.
+    pub fn session_id(&self) -> u64 {
+        self.session.session_id()
+    }
+}
+
+/// One reactor's connections and rooms.
+#[derive(Debug)]
+pub struct Hub<T> {
+    conns: Slab<Conn<T>>,
+    router: Router,
+    config: HubConfig,
+    to_flush: Vec<ConnKey>,
+    finished: Vec<ConnKey>,
+    slow: Vec<ConnKey>,
+    encode: BytesMut,
+    sessions_issued: u64,
+    id_base: u64,
+    stats: Stats,
+}
+
+impl<T> Hub<T> {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Self {
+        // Ids are unique across the cluster: node in the top 16 bits, core in the next 8.
+        let id_base = (u64::from(config.node_id) << 48) | (u64::from(config.core_id & 0xFF) << 40);
+        Self {
+            conns: Slab::new(),
+            router: Router::new(id_base, config.rooms_per_connection_max),
+            config,
+            to_flush: Vec::new(),
+            finished: Vec::new(),
+            slow: Vec::new(),
+            encode: BytesMut::new(),
+            sessions_issued: 0,
+            id_base,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Takes a new connection, or gives it back with the `SERVER_FULL` frame to send it.
+    pub fn open(&mut self, io: T, now: Instant) -> Result<ConnKey, (T, Bytes)> {
+        if self.conns.len() >= self.config.connections_max {
+            self.stats.refused_full += 1;
+            let mut frame = BytesMut::new();
+            encode_error_raw(&mut frame, ErrorCode::ServerFull as u16, b"the server is at its connection limit");
+            return Err((io, frame.freeze()));
+        }
+        self.sessions_issued += 1;
+        let session = Session::new(
+            self.id_base + self.sessions_issued,
+            now,
+            self.config.timeouts,
+            FrameDecoder::new(FRAME_BODY_BYTES_MAX),
+            LineSplitter::new(LINE_BYTES_MAX),
+        );
+        self.stats.connections_opened += 1;
+        Ok(self.conns.insert(Conn {
+            io,
+            input: BytesMut::new(),
+            session,
+            outbox: Outbox::new(),
+            flush_queued: false,
+            state: State::Open,
+        }))
+    }
+
+    /// The connection under `key`, if it exists.
+    pub fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn<T>> {
+        self.conns.get_mut(key)
+    }
+
+    /// How many connections the hub holds (closing ones included).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// True when the hub holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// How many rooms exist.
+    pub fn room_count(&self) -> usize {
+        self.router.room_count()
+    }
+
+    /// What the hub has done so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Decodes and applies everything in the connection's input buffer.
+    pub fn handle_input(&mut self, key: ConnKey, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.is_closing() {
+            conn.input.clear();
+            return;
+        }
+        conn.session.heard_from(now);
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.is_closing() {
+                conn.input.clear();
+                return;
+            }
+            match conn.session.next_request(&mut conn.input) {
+                Ok(Some(request)) => self.apply(key, request),
+                Ok(None) => return,
+                Err(fault) => self.fault(key, fault, now),
+            }
+        }
+    }
+
+    /// The peer closed its side or the socket failed: drop the connection now.
+    pub fn handle_hangup(&mut self, key: ConnKey) {
+        if self.conns.contains(key) {
+            self.router.disconnect(key);
+            self.finish(key);
+        }
+    }
+
+    /// Runs every connection's timers; call it a few times per shortest timeout.
+    pub fn tick(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        let mut pings = Vec::new();
+        for (key, conn) in &mut self.conns {
+            match conn.state {
+                State::Closing { deadline } if now >= deadline => expired.push(key),
+                State::Closing { .. } => {}
+                State::Open => match conn.session.poll_timer(now) {
+                    Some(TimerEvent::SendPing(nonce)) => pings.push((key, nonce)),
+                    Some(TimerEvent::Expired) => expired.push(key),
+                    None => {}
+                },
+            }
+        }
+        for (key, nonce) in pings {
+            self.reply(key, |dst| encode_nonce(dst, frame_type::PING, nonce));
+        }
+        for key in expired {
+            if self.conns[key].is_closing() {
+                self.finish(key);
+            } else {
+                let text = "no HELLO or answer to PING in time";
+                self.close(key, ErrorCode::Timeout, text, now);
+            }
+        }
+    }
+
+    /// Starts closing every connection with `SHUTTING_DOWN`.
+    pub fn shut_down(&mut self, now: Instant) {
+        let keys: Vec<ConnKey> = self.conns.iter().filter(|(_, c)| !c.is_closing()).map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, ErrorCode::ShuttingDown, "the server is stopping", now);
+        }
+    }
+
+    /// Connections with bytes queued since the last call: flush each once.
+    pub fn take_to_flush(&mut self, into: &mut Vec<ConnKey>) {
+        into.clear();
+        std::mem::swap(into, &mut self.to_flush);
+        for key in into.iter() {
+            if let Some(conn) = self.conns.get_mut(*key) {
+                conn.flush_queued = false;
+            }
+        }
+    }
+
+    /// Connections that are done since the last call: deregister and [`Hub::remove`] them.
+    pub fn take_finished(&mut self, into: &mut Vec<ConnKey>) {
+        into.clear();
+        std::mem::swap(into, &mut self.finished);
+    }
+
+    /// Removes a finished connection and gives back its transport.
+    pub fn remove(&mut self, key: ConnKey) -> Option<T> {
+        let conn = self.conns.try_remove(key)?;
+        self.router.disconnect(key);
+        Some(conn.io)
+    }
+
+    fn apply(&mut self, key: ConnKey, request: Request) {
+        match request {
+            Request::Hello { .. } => {
+                let welcome = Welcome {
+                    version: PROTOCOL_VERSION,
+                    node_id: self.config.node_id,
+                    core_id: self.config.core_id,
+                    session_id: self.conns[key].session.session_id(),
+                    max_body: FRAME_BODY_BYTES_MAX as u32,
+                };
+                self.reply(key, |dst| encode_welcome(dst, &welcome));
+            }
+            Request::LineStart => {
+                let lobby = Bytes::from_static(DEFAULT_ROOM.as_bytes());
+                // A fresh connection is in no room, so this join cannot hit a limit.
+                let joined = self.router.join(key, &lobby, false);
+                debug_assert!(joined.is_ok());
+            }
+            Request::Join { room, send_only } => match self.router.join(key, &room, send_only) {
+                Ok(_) => self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, &room)),
+                Err(e) => self.refuse(key, e, &room),
+            },
+            Request::Leave { room } => match self.router.leave(key, &room) {
+                Ok(_) => self.reply(key, |dst| encode_room_reply(dst, frame_type::LEFT, &room)),
+                Err(e) => self.refuse(key, e, &room),
+            },
+            Request::Publish { room, payload } => self.publish(key, &room, &payload),
+            Request::Ping(nonce) => self.reply(key, |dst| encode_nonce(dst, frame_type::PONG, nonce)),
+            Request::Pong(_) => {}
+        }
+    }
+
+    /// The fan-out hot path: encode once, queue for every other member, cut slow consumers.
+    fn publish(&mut self, key: ConnKey, room: &[u8], payload: &Bytes) {
+        let Self { conns, router, encode, to_flush, slow, config, stats, .. } = self;
+        let publisher = &conns[key];
+        let name = publisher.session.name().clone();
+        let echo = publisher.session.echo();
+        let delivery = match router.publish(key, room) {
+            Ok(delivery) => delivery,
+            Err(e) => return self.refuse(key, e, room),
+        };
+        encode.reserve(ENCODE_BUFFER_BYTES.max(64 + room.len() + name.len() + payload.len()));
+        encode_message(encode, delivery.stream, delivery.seq, delivery.room, &name, payload);
+        let frame = encode.split().freeze();
+        let mut line: Option<Bytes> = None;
+        stats.publishes += 1;
+        for member in delivery.members {
+            if !member.receives || (member.conn == key && !echo) {
+                continue;
+            }
+            let conn = &mut conns[member.conn];
+            debug_assert!(!conn.is_closing(), "closing connections are in no room");
+            if conn.session.mode() == Mode::Line {
+                let line = line.get_or_insert_with(|| {
+                    let mut dst = BytesMut::new();
+                    encode_message_line(&mut dst, &name, payload);
+                    dst.freeze()
+                });
+                conn.outbox.push(line);
+            } else {
+                conn.outbox.push(&frame);
+            }
+            stats.deliveries += 1;
+            if !conn.flush_queued {
+                conn.flush_queued = true;
+                to_flush.push(member.conn);
+            }
+            if conn.outbox.queued_bytes() > config.output_bytes_max {
+                slow.push(member.conn);
+            }
+        }
+        if !self.slow.is_empty() {
+            let now = Instant::now();
+            let mut slow = std::mem::take(&mut self.slow);
+            for victim in slow.drain(..) {
+                self.stats.slow_consumers += 1;
+                self.close(victim, ErrorCode::SlowConsumer, "output queue over its limit; read faster", now);
+            }
+            self.slow = slow;
+        }
+    }
+
+    fn refuse(&mut self, key: ConnKey, error: RouteError, room: &[u8]) {
+        let room = String::from_utf8_lossy(room);
+        let (code, text) = match error {
+            RouteError::TooManyRooms => (ErrorCode::TooManyRooms, format!("cannot join {room}: too many rooms")),
+            RouteError::NotAMember => (ErrorCode::NotAMember, format!("not a member of {room}")),
+            RouteError::AlreadyAMember => (ErrorCode::AlreadyAMember, format!("already a member of {room}")),
+        };
+        self.reply(key, |dst| encode_error_raw(dst, code as u16, text.as_bytes()));
+    }
+
+    fn fault(&mut self, key: ConnKey, fault: Fault, now: Instant) {
+        if fault.code.is_fatal() {
+            self.stats.fatal_errors += 1;
+            self.close(key, fault.code, &fault.text, now);
+        } else {
+            self.reply(key, |dst| encode_error_raw(dst, fault.code as u16, fault.text.as_bytes()));
+        }
+    }
+
+    /// Takes the connection out of every room, replaces its queue with one error, and lets it
+    /// linger so the error can be read before the socket goes.
+    fn close(&mut self, key: ConnKey, code: ErrorCode, text: &str, now: Instant) {
+        log::debug!("closing connection {key}: {code}: {text}");
+        self.router.disconnect(key);
+        let conn = &mut self.conns[key];
+        conn.state = State::Closing { deadline: now + LINGER };
+        conn.input.clear();
+        conn.outbox.clear();
+        let mut frame = BytesMut::new();
+        if conn.session.mode() == Mode::Line {
+            encode_error_line(&mut frame, code, text);
+        } else {
+            encode_error_raw(&mut frame, code as u16, text.as_bytes());
+        }
+        conn.outbox.push_slice(&frame);
+        self.queue_flush(key);
+    }
+
+    fn reply(&mut self, key: ConnKey, encode: impl FnOnce(&mut BytesMut)) {
+        let mut frame = BytesMut::new();
+        encode(&mut frame);
+        let conn = &mut self.conns[key];
+        if conn.session.mode() == Mode::Line || conn.is_closing() {
+            return;
+        }
+        conn.outbox.push_slice(&frame);
+        self.queue_flush(key);
+    }
+
+    fn queue_flush(&mut self, key: ConnKey) {
+        let conn = &mut self.conns[key];
+        if !conn.flush_queued {
+            conn.flush_queued = true;
+            self.to_flush.push(key);
+        }
+    }
+
+    fn finish(&mut self, key: ConnKey) {
+        if !self.finished.contains(&key) {
+            self.finished.push(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

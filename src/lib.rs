@@ -1,0 +1,24 @@
+//! fanout: a chat relay server.
+//!
+//! A client connects over TCP, joins rooms and publishes; the server forwards each message to
+//! every *other* member of the room. The wire protocol is in `protocol.md`.
+//!
+//! Data flows one way through the modules:
+//! bytes → [`codec`] → [`session`] → [`router`] (through [`hub`]) → [`outbox`] → bytes, with
+//! [`reactor`] moving bytes and readiness at both ends and nothing else. Everything but the
+//! reactor is plain data, tested without sockets. [`limits`] holds every limit.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod limits;
+pub mod logging;
+pub mod outbox;
+pub mod reactor;
+pub mod router;
+pub mod session;

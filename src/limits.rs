@@ -1,0 +1,78 @@
+//! Every limit of the server in one place, with its unit in its name.
+//!
+//! `protocol.md` documents each of these; `config.rs` lets an operator change the ones that
+//! have a flag. Relations between them are checked at compile time at the bottom.
+
+use std::time::Duration;
+
+/// Bytes in a frame header: `length: u32` then `type: u8`.
+pub const HEADER_BYTES: usize = 5;
+
+/// Largest `PUBLISH` payload a client may send (and so the largest `MESSAGE` payload).
+pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest user name in `HELLO`.
+pub const USER_NAME_BYTES_MAX: usize = 32;
+
+/// Longest room name.
+pub const ROOM_NAME_BYTES_MAX: usize = 64;
+
+/// Longest `HELLO` token (it has a one-byte length).
+pub const TOKEN_BYTES_MAX: usize = 255;
+
+/// Bytes of a `MESSAGE` body besides its payload, at most: stream, seq, room and name fields.
+pub const MESSAGE_FIELDS_BYTES_MAX: usize = 8 + 8 + 1 + ROOM_NAME_BYTES_MAX + 1 + USER_NAME_BYTES_MAX;
+
+/// Largest frame body the server accepts or sends: a full payload plus 1 KiB for fields.
+pub const FRAME_BODY_BYTES_MAX: usize = PAYLOAD_BYTES_MAX + 1024;
+
+/// Longest line a line-mode client may send, newline excluded.
+pub const LINE_BYTES_MAX: usize = 4096;
+
+/// Longest text in an `ERROR` frame; longer text is cut.
+pub const ERROR_TEXT_BYTES_MAX: usize = 256;
+
+/// Default limit on rooms one connection may be a member of at once.
+pub const ROOMS_PER_CONNECTION_MAX: usize = 64;
+
+/// Default limit on bytes queued for one connection before it is cut as a slow consumer.
+pub const OUTPUT_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Default limit on concurrent client connections per server.
+pub const CONNECTIONS_MAX: usize = 100_000;
+
+/// Default time a binary client has between connecting and sending `HELLO`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default silence from a client after which the server sends `PING`.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Default further silence after a `PING` before the server gives up on the client.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes read from one connection per event-loop turn, so one flooding client cannot starve
+/// the others; the rest is read on the next turn.
+pub const READ_BYTES_PER_TURN_MAX: usize = 256 * 1024;
+
+/// Bytes the reactor asks the kernel for in one `read`.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Most buffers handed to one vectored write (Linux `IOV_MAX` is 1024).
+pub const IOVECS_PER_WRITE_MAX: usize = 64;
+
+/// Frames up to this size are copied into a connection's output buffer; larger ones are shared
+/// by reference count. Chosen by `benches/fanout.rs` (see the README for the figures).
+pub const SHARE_FRAME_BYTES_MIN: usize = 1024;
+
+/// The room line-mode clients live in.
+pub const DEFAULT_ROOM: &str = "lobby";
+
+const _: () = assert!(PAYLOAD_BYTES_MAX + MESSAGE_FIELDS_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
+const _: () = assert!(FRAME_BODY_BYTES_MAX < (1 << 24), "binary frames must start with 0x00");
+const _: () = assert!(1 + ROOM_NAME_BYTES_MAX + PAYLOAD_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
+const _: () = assert!(LINE_BYTES_MAX <= PAYLOAD_BYTES_MAX);
+const _: () = assert!(DEFAULT_ROOM.len() <= ROOM_NAME_BYTES_MAX);
+const _: () = assert!(ROOM_NAME_BYTES_MAX <= u8::MAX as usize, "room names have a one-byte length");
+const _: () = assert!(USER_NAME_BYTES_MAX <= u8::MAX as usize, "user names have a one-byte length");
+const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN_MAX);
+const _: () = assert!(OUTPUT_BYTES_MAX >= HEADER_BYTES + FRAME_BODY_BYTES_MAX);

@@ -1,0 +1,164 @@
+//! The `fanout` command: `serve` runs the relay, `chat` is an interactive terminal client.
+
+use std::io::{self, BufRead, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use fanout::client::{Client, ClientError, Event};
+use fanout::config::{ServerConfig, DEFAULT_LISTEN};
+use fanout::limits;
+use fanout::reactor::Reactor;
+use log::LevelFilter;
+
+#[derive(Parser)]
+#[command(name = "fanout", version, about = "A chat relay server and its tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay server.
+    Serve(ServeArgs),
+    /// Chat from the terminal: type lines, read everyone else's.
+    Chat(ChatArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to accept clients on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Most concurrent client connections; the next one gets SERVER_FULL.
+    #[arg(long, default_value_t = limits::CONNECTIONS_MAX)]
+    max_connections: usize,
+    /// Output bytes queued per connection before it is cut as a slow consumer.
+    #[arg(long, default_value_t = limits::OUTPUT_BYTES_MAX)]
+    max_output_bytes: usize,
+    /// Rooms one connection may be in at once.
+    #[arg(long, default_value_t = limits::ROOMS_PER_CONNECTION_MAX)]
+    max_rooms_per_connection: usize,
+    /// Time a binary client has to send HELLO, in milliseconds.
+    #[arg(long, default_value_t = limits::HANDSHAKE_TIMEOUT.as_millis() as u64)]
+    handshake_timeout_ms: u64,
+    /// Silence from a client before the server pings it, in milliseconds.
+    #[arg(long, default_value_t = limits::PING_INTERVAL.as_millis() as u64)]
+    ping_interval_ms: u64,
+    /// Further silence after a ping before the client is closed, in milliseconds.
+    #[arg(long, default_value_t = limits::PING_TIMEOUT.as_millis() as u64)]
+    ping_timeout_ms: u64,
+    /// Log level: error, warn, info, debug, trace (default: $FANOUT_LOG, else info).
+    #[arg(long, value_parser = parse_level)]
+    log_level: Option<LevelFilter>,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// Server address.
+    #[arg(default_value = DEFAULT_LISTEN)]
+    addr: String,
+    /// Your name (1-32 of A-Z a-z 0-9 _ - .).
+    #[arg(long, default_value = "anon")]
+    name: String,
+    /// Room to chat in.
+    #[arg(long, default_value = limits::DEFAULT_ROOM)]
+    room: String,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Chat(args) => chat(args),
+    }
+}
+
+fn parse_level(text: &str) -> Result<LevelFilter, String> {
+    text.parse().map_err(|_| format!("unknown log level {text:?}"))
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    fanout::logging::init(args.log_level);
+    let mut config = ServerConfig::new(args.listen);
+    config.hub.connections_max = args.max_connections;
+    config.hub.output_bytes_max = args.max_output_bytes;
+    config.hub.rooms_per_connection_max = args.max_rooms_per_connection;
+    config.hub.timeouts.handshake = Duration::from_millis(args.handshake_timeout_ms);
+    config.hub.timeouts.ping_interval = Duration::from_millis(args.ping_interval_ms);
+    config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
+    let reactor = match Reactor::bind(config) {
+        Ok(reactor) => reactor,
+        Err(e) => {
+            log::error!("cannot start on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match reactor.local_addr() {
+        Ok(addr) => log::info!("listening on {addr}"),
+        Err(e) => log::warn!("listening, address unknown: {e}"),
+    }
+    match reactor.run(true) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("reactor failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chat(args: ChatArgs) -> ExitCode {
+    match run_chat(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fanout chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_chat(args: &ChatArgs) -> Result<(), ClientError> {
+    let mut client = Client::connect(args.addr.as_str(), &args.name)?;
+    client.join(&args.room)?;
+    eprintln!("connected to {} as {} in {} (session {})", args.addr, args.name, args.room, client.welcome().session_id);
+    let sender = client.sender();
+    let printer = std::thread::spawn(move || print_events(client));
+    for line in io::stdin().lock().lines() {
+        let line = line?;
+        if !line.is_empty() {
+            sender.publish(&args.room, line.as_bytes())?;
+        }
+    }
+    let _ = sender.shutdown();
+    let _ = printer.join();
+    Ok(())
+}
+
+fn print_events(mut client: Client) {
+    let stdout = io::stdout();
+    loop {
+        let event = match client.next_event() {
+            Ok(event) => event,
+            Err(ClientError::Closed) => return,
+            Err(e) => {
+                eprintln!("fanout chat: {e}");
+                return;
+            }
+        };
+        let mut out = stdout.lock();
+        let written = match event {
+            Event::Message(m) => {
+                let _ = out.write_all(&m.name);
+                let _ = out.write_all(b": ");
+                let _ = out.write_all(&m.payload);
+                out.write_all(b"\n")
+            }
+            Event::Error { code, text } => writeln!(out, "error {code}: {text}"),
+            _ => Ok(()),
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The mio event loop, and nothing else: readiness → read → [`Hub`] → flush.
+//!
+//! One `Reactor` owns one `Poll`, one listener and one [`Hub`] whose slab holds every
+//! connection's socket. Each turn it reads from every readable connection (at most
+//! [`READ_BYTES_PER_TURN_MAX`] each, so a flooder cannot starve the rest), lets the hub route
+//! what arrived, then flushes every connection that got bytes — once, with vectored writes.
+//! WRITABLE interest is registered only while a connection has bytes the kernel refused.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::config::ServerConfig;
+use crate::hub::Hub;
+use crate::limits::{READ_BYTES_PER_TURN_MAX, READ_CHUNK_BYTES};
+use crate::outbox::Flush;
+use crate::router::ConnKey;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Readiness events taken from the kernel per `poll`.
+const EVENTS_PER_POLL: usize = 1024;
+
+/// How long accepting pauses after the process ran out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A connection's socket and what the reactor knows of its registration.
+#[derive(Debug)]
+pub struct ConnSocket {
+    stream: TcpStream,
+    wants_write: bool,
+    write_shut: bool,
+    read_queued: bool,
+}
+
+/// Stops a running reactor from another thread.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the reactor to close every connection with `SHUTTING_DOWN` and return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Err(e) = self.waker.wake() {
+            log::error!("could not wake the reactor to stop it: {e}");
+        }
+    }
+}
+
+/// One event loop with its listener and connections.
+pub struct Reactor {
+    poll: Poll,
+    listener: TcpListener,
+    hub: Hub<ConnSocket>,
+    config: ServerConfig,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    read_queue: Vec<ConnKey>,
+    scratch: Vec<u8>,
+    accept_paused_until: Option<Instant>,
+}
+
+impl Reactor {
+    /// Binds the listener (SO_REUSEADDR, the configured backlog) and sets up the loop.
+    pub fn bind(config: ServerConfig) -> io::Result<Self> {
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let poll = Poll::new()?;
+        let mut listener = listen(config.listen, config.backlog)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Self {
+            poll,
+            listener,
+            hub: Hub::new(config.hub.clone()),
+            config,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            read_queue: Vec::new(),
+            scratch: vec![0; READ_CHUNK_BYTES],
+            accept_paused_until: None,
+        })
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that stops this reactor from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle { stop: self.stop.clone(), waker: self.waker.clone() }
+    }
+
+    /// Runs until stopped by the handle or, with `catch_signals`, by SIGINT or SIGTERM.
+    pub fn run(mut self, catch_signals: bool) -> io::Result<()> {
+        let mut signals = if catch_signals {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+            self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
+        let tick = self.config.tick();
+        let mut next_tick = Instant::now() + tick;
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        let mut keys = Vec::new();
+        loop {
+            let now = Instant::now();
+            let timeout =
+                if self.read_queue.is_empty() { next_tick.saturating_duration_since(now) } else { Duration::ZERO };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            let mut stopping = self.stop.load(Ordering::Acquire);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(now),
+                    WAKER => {}
+                    SIGNALS => {
+                        if let Some(signals) = signals.as_mut() {
+                            for signal in signals.pending() {
+                                log::info!("signal {signal}: shutting down");
+                                stopping = true;
+                            }
+                        }
+                    }
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.flush(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.queue_read(key);
+                        }
+                    }
+                }
+            }
+            if self.accept_paused_until.is_some_and(|until| now >= until) {
+                self.accept_paused_until = None;
+                self.accept_all(now);
+            }
+            std::mem::swap(&mut keys, &mut self.read_queue);
+            for key in keys.drain(..) {
+                self.read(key, now);
+            }
+            if now >= next_tick {
+                self.hub.tick(now);
+                next_tick = now + tick;
+            }
+            if stopping {
+                self.hub.shut_down(now);
+            }
+            self.flush_queued(&mut keys);
+            self.remove_finished(&mut keys);
+            if stopping {
+                log::info!("stopped with {} connections closed", self.hub.len());
+                return Ok(());
+            }
+        }
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error().is_some_and(|code| code == 24 || code == 23) => {
+                    // EMFILE / ENFILE: leave the rest in the backlog and try again shortly.
+                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = tune_accepted(&stream) {
+                log::debug!("could not tune socket of {peer}: {e}");
+            }
+            let socket = ConnSocket { stream, wants_write: false, write_shut: false, read_queued: false };
+            match self.hub.open(socket, now) {
+                Ok(key) => {
+                    let conn = self.hub.conn_mut(key).expect("just opened");
+                    if let Err(e) = self.poll.registry().register(&mut conn.io.stream, Token(key), Interest::READABLE) {
+                        log::warn!("register {peer}: {e}");
+                        self.hub.handle_hangup(key);
+                    } else {
+                        log::debug!("connection {key} from {peer}");
+                    }
+                }
+                Err((mut socket, refusal)) => {
+                    log::warn!("refusing {peer}: connection limit reached");
+                    // Best effort: a fresh socket's send buffer takes a few bytes.
+                    let _ = socket.stream.write(&refusal);
+                }
+            }
+        }
+    }
+
+    fn queue_read(&mut self, key: ConnKey) {
+        if let Some(conn) = self.hub.conn_mut(key) {
+            if !conn.io.read_queued {
+                conn.io.read_queued = true;
+                self.read_queue.push(key);
+            }
+        }
+    }
+
+    fn read(&mut self, key: ConnKey, now: Instant) {
+        let Some(conn) = self.hub.conn_mut(key) else {
+            return;
+        };
+        conn.io.read_queued = false;
+        let mut total = 0;
+        let mut hangup = false;
+        loop {
+            match conn.io.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    hangup = true;
+                    break;
+                }
+                Ok(n) => {
+                    if !conn.is_closing() {
+                        conn.input.extend_from_slice(&self.scratch[..n]);
+                    }
+                    total += n;
+                    if total >= READ_BYTES_PER_TURN_MAX {
+                        // Come back next turn; edge-triggered readiness will not remind us.
+                        conn.io.read_queued = true;
+                        self.read_queue.push(key);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("read from connection {key}: {e}");
+                    hangup = true;
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            self.hub.handle_input(key, now);
+        }
+        if hangup {
+            self.hub.handle_hangup(key);
+        }
+    }
+
+    fn flush_queued(&mut self, keys: &mut Vec<ConnKey>) {
+        self.hub.take_to_flush(keys);
+        for key in keys.drain(..) {
+            self.flush(key);
+        }
+    }
+
+    fn flush(&mut self, key: ConnKey) {
+        let Some(conn) = self.hub.conn_mut(key) else {
+            return;
+        };
+        let closing = conn.is_closing();
+        let (socket, outbox) = conn.io_and_outbox();
+        let result = outbox.flush_to(&mut socket.stream);
+        let registry = self.poll.registry();
+        match result {
+            Ok(Flush::Drained) => {
+                if socket.wants_write {
+                    socket.wants_write = false;
+                    if let Err(e) = registry.reregister(&mut socket.stream, Token(key), Interest::READABLE) {
+                        log::debug!("reregister connection {key}: {e}");
+                    }
+                }
+                if closing && !socket.write_shut {
+                    // Our last bytes are out: send FIN, then wait for the peer to hang up.
+                    socket.write_shut = true;
+                    let _ = socket.stream.shutdown(Shutdown::Write);
+                }
+            }
+            Ok(Flush::Blocked) => {
+                if !socket.wants_write {
+                    socket.wants_write = true;
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = registry.reregister(&mut socket.stream, Token(key), interest) {
+                        log::debug!("reregister connection {key}: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                log::debug!("write to connection {key}: {e}");
+                self.hub.handle_hangup(key);
+            }
+        }
+    }
+
+    fn remove_finished(&mut self, keys: &mut Vec<ConnKey>) {
+        self.hub.take_finished(keys);
+        for key in keys.drain(..) {
+            if let Some(mut socket) = self.hub.remove(key) {
+                let _ = self.poll.registry().deregister(&mut socket.stream);
+                log::debug!("connection {key} closed");
+            }
+        }
+    }
+}
+
+/// A non-blocking listener with SO_REUSEADDR and an explicit backlog, built with socket2.
+fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// TCP_NODELAY (we batch ourselves, once per turn) and keepalive (finds dead line-mode peers).
+fn tune_accepted(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    SockRef::from(stream).set_keepalive(true)
+}

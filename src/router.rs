@@ -1,0 +1,210 @@
+//! Rooms and membership as plain data: which connections are in which room, and who receives
+//! a publish. No sockets, no buffers: the hub asks, the router answers.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use slab::Slab;
+
+/// The key of a connection in its reactor's slab.
+pub type ConnKey = usize;
+
+/// One member of a room, as the fan-out loop sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// The member's connection.
+    pub conn: ConnKey,
+    /// False for `SEND_ONLY` members, who publish but never receive.
+    pub receives: bool,
+}
+
+/// A room: its name and its members, in join order.
+#[derive(Debug)]
+struct Room {
+    name: Bytes,
+    members: Vec<Member>,
+}
+
+/// One connection's membership of one room, with the publish stream that membership owns.
+#[derive(Debug, Clone, Copy)]
+struct Membership {
+    room: usize,
+    stream: u64,
+    last_seq: u64,
+}
+
+/// Why the router refused a request; each maps to a request error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// The connection is already in the rooms-per-connection limit.
+    TooManyRooms,
+    /// The connection is not a member of that room.
+    NotAMember,
+    /// The connection is already a member of that room.
+    AlreadyAMember,
+}
+
+/// What a join or leave did to the room as a whole; later, interest routing tells peers about
+/// a room's first and last local member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The room was created (join) or removed (leave) by this change.
+    pub room_edge: bool,
+}
+
+/// Everything the fan-out loop needs to deliver one publish.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    /// The room's name, as stored (shared, not copied).
+    pub room: &'a Bytes,
+    /// The publisher's stream in this room.
+    pub stream: u64,
+    /// This publish's position in the stream, from 1.
+    pub seq: u64,
+    /// Every member of the room, the publisher and send-only members included.
+    pub members: &'a [Member],
+}
+
+/// Room membership for one reactor.
+#[derive(Debug)]
+pub struct Router {
+    by_name: HashMap<Bytes, usize>,
+    rooms: Slab<Room>,
+    /// Indexed by connection key; slab keys are dense, so a vector beats a map.
+    memberships: Vec<Vec<Membership>>,
+    rooms_per_connection_max: usize,
+    stream_base: u64,
+    streams_issued: u64,
+}
+
+impl Router {
+    /// A router whose stream ids are `stream_base + 1, + 2, …` and that lets a connection be in
+    /// at most `rooms_per_connection_max` rooms.
+    pub fn new(stream_base: u64, rooms_per_connection_max: usize) -> Self {
+        Self {
+            by_name: HashMap::new(),
+            rooms: Slab::new(),
+            memberships: Vec::new(),
+            rooms_per_connection_max,
+            stream_base,
+            streams_issued: 0,
+        }
+    }
+
+    /// Adds `conn` to `room`, creating the room if it is new.
+    pub fn join(&mut self, conn: ConnKey, room: &Bytes, send_only: bool) -> Result<Change, RouteError> {
+        if self.memberships.len() <= conn {
+            self.memberships.resize_with(conn + 1, Vec::new);
+        }
+        let existing = self.by_name.get(room).copied();
+        if let Some(id) = existing {
+            if self.memberships[conn].iter().any(|m| m.room == id) {
+                return Err(RouteError::AlreadyAMember);
+            }
+        }
+        if self.memberships[conn].len() >= self.rooms_per_connection_max {
+            return Err(RouteError::TooManyRooms);
+        }
+        let id = existing.unwrap_or_else(|| {
+            let id = self.rooms.insert(Room { name: room.clone(), members: Vec::new() });
+            self.by_name.insert(room.clone(), id);
+            id
+        });
+        self.rooms[id].members.push(Member { conn, receives: !send_only });
+        self.streams_issued += 1;
+        let stream = self.stream_base + self.streams_issued;
+        self.memberships[conn].push(Membership { room: id, stream, last_seq: 0 });
+        self.debug_assert_invariants();
+        Ok(Change { room_edge: existing.is_none() })
+    }
+
+    /// Removes `conn` from `room`, removing the room if it is left empty.
+    pub fn leave(&mut self, conn: ConnKey, room: &[u8]) -> Result<Change, RouteError> {
+        let id = self.by_name.get(room).copied().ok_or(RouteError::NotAMember)?;
+        let list = self.memberships.get_mut(conn).ok_or(RouteError::NotAMember)?;
+        let at = list.iter().position(|m| m.room == id).ok_or(RouteError::NotAMember)?;
+        list.swap_remove(at);
+        let change = self.remove_member(id, conn);
+        self.debug_assert_invariants();
+        Ok(change)
+    }
+
+    /// Removes `conn` from every room it is in (it disconnected); returns how many it left.
+    pub fn disconnect(&mut self, conn: ConnKey) -> usize {
+        let Some(list) = self.memberships.get_mut(conn) else {
+            return 0;
+        };
+        let left = std::mem::take(list);
+        for m in &left {
+            self.remove_member(m.room, conn);
+        }
+        self.debug_assert_invariants();
+        left.len()
+    }
+
+    /// Looks up the room and the publisher's stream for a publish by `conn` to `room`, and
+    /// advances that stream's sequence number.
+    pub fn publish(&mut self, conn: ConnKey, room: &[u8]) -> Result<Delivery<'_>, RouteError> {
+        let id = self.by_name.get(room).copied().ok_or(RouteError::NotAMember)?;
+        let list = self.memberships.get_mut(conn).ok_or(RouteError::NotAMember)?;
+        let membership = list.iter_mut().find(|m| m.room == id).ok_or(RouteError::NotAMember)?;
+        membership.last_seq += 1;
+        let (stream, seq) = (membership.stream, membership.last_seq);
+        let room = &self.rooms[id];
+        Ok(Delivery { room: &room.name, stream, seq, members: &room.members })
+    }
+
+    /// The members of `room`, if it exists.
+    pub fn members(&self, room: &[u8]) -> Option<&[Member]> {
+        let id = self.by_name.get(room)?;
+        Some(&self.rooms[*id].members)
+    }
+
+    /// How many rooms `conn` is in.
+    pub fn rooms_of(&self, conn: ConnKey) -> usize {
+        self.memberships.get(conn).map_or(0, Vec::len)
+    }
+
+    /// How many rooms exist (have at least one member).
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn remove_member(&mut self, id: usize, conn: ConnKey) -> Change {
+        let members = &mut self.rooms[id].members;
+        if let Some(at) = members.iter().position(|m| m.conn == conn) {
+            // Keep join order: fan-out order is then stable and easy to reason about.
+            members.remove(at);
+        }
+        if members.is_empty() {
+            let room = self.rooms.remove(id);
+            self.by_name.remove(&room.name);
+            return Change { room_edge: true };
+        }
+        Change { room_edge: false }
+    }
+
+    fn debug_assert_invariants(&self) {
+        // O(members): run in unit tests, not in debug servers holding thousands of members.
+        if !cfg!(test) {
+            return;
+        }
+        debug_assert_eq!(self.by_name.len(), self.rooms.len());
+        let mut total = 0;
+        for (conn, list) in self.memberships.iter().enumerate() {
+            debug_assert!(list.len() <= self.rooms_per_connection_max);
+            for m in list {
+                debug_assert!(self.rooms[m.room].members.iter().any(|x| x.conn == conn));
+            }
+            total += list.len();
+        }
+        let members: usize = self.rooms.iter().map(|(_, r)| r.members.len()).sum();
+        debug_assert_eq!(total, members, "every member has exactly one membership");
+        for (_, room) in &self.rooms {
+            debug_assert!(!room.members.is_empty(), "empty rooms are removed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

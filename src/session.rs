@@ -1,0 +1,302 @@
+//! One connection's protocol state machine, without sockets: bytes in, [`Request`]s out, and
+//! keepalive decisions from an injected clock.
+//!
+//! The session decides the dialect from the first byte, enforces the handshake and the frame
+//! and name rules, and turns both dialects into the same requests, so the hub never sees a byte.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::line::{is_line_mode, LineSplitter};
+use crate::codec::{ClientFrame, FrameDecoder, HELLO_FLAG_ECHO, JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION};
+use crate::error::{DecodeError, ErrorCode};
+use crate::limits::{DEFAULT_ROOM, ROOM_NAME_BYTES_MAX, USER_NAME_BYTES_MAX};
+
+/// Which dialect a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No byte has arrived yet.
+    Undecided,
+    /// Length-prefixed binary frames.
+    Binary,
+    /// Newline-terminated text.
+    Line,
+}
+
+/// A validated request from a client, the same for both dialects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A binary client completed the handshake: answer with `WELCOME`.
+    Hello {
+        /// The client's user name.
+        name: Bytes,
+        /// Whether it wants its own publishes back.
+        echo: bool,
+    },
+    /// A line-mode client arrived: put it in the default room, reply nothing.
+    LineStart,
+    /// Join a room.
+    Join {
+        /// A valid room name.
+        room: Bytes,
+        /// Publish-only membership.
+        send_only: bool,
+    },
+    /// Leave a room.
+    Leave {
+        /// A valid room name.
+        room: Bytes,
+    },
+    /// Publish to a room.
+    Publish {
+        /// A valid room name.
+        room: Bytes,
+        /// Opaque payload, within the payload limit.
+        payload: Bytes,
+    },
+    /// Answer with `PONG`.
+    Ping(u64),
+    /// The client answered a `PING` (life was already noted).
+    Pong(u64),
+}
+
+/// Something the client did wrong: fatal codes end the connection, request errors do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// The wire code.
+    pub code: ErrorCode,
+    /// Text for humans.
+    pub text: String,
+}
+
+impl Fault {
+    fn new(code: ErrorCode, text: impl Into<String>) -> Self {
+        Self { code, text: text.into() }
+    }
+}
+
+impl From<DecodeError> for Fault {
+    fn from(e: DecodeError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+/// What the clock asks of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerEvent {
+    /// Send `PING` with this nonce.
+    SendPing(u64),
+    /// The handshake or keepalive ran out: close with `TIMEOUT`.
+    Expired,
+}
+
+/// The timeouts a session enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Connect → `HELLO` (or the first line).
+    pub handshake: Duration,
+    /// Silence before the server pings.
+    pub ping_interval: Duration,
+    /// Silence after a ping before the connection is given up.
+    pub ping_timeout: Duration,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    mode: Mode,
+    ready: bool,
+    failed: bool,
+    frames: FrameDecoder,
+    lines: LineSplitter,
+    name: Bytes,
+    echo: bool,
+    connected_at: Instant,
+    last_heard: Instant,
+    ping_sent_at: Option<Instant>,
+    pings_sent: u64,
+    timeouts: Timeouts,
+    session_id: u64,
+}
+
+impl Session {
+    /// A session for a connection accepted at `now`.
+    pub fn new(session_id: u64, now: Instant, timeouts: Timeouts, frames: FrameDecoder, lines: LineSplitter) -> Self {
+        Self {
+            mode: Mode::Undecided,
+            ready: false,
+            failed: false,
+            frames,
+            lines,
+            name: Bytes::new(),
+            echo: false,
+            connected_at: now,
+            last_heard: now,
+            ping_sent_at: None,
+            pings_sent: 0,
+            timeouts,
+            session_id,
+        }
+    }
+
+    /// The dialect, once the first byte decided it.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The user name (empty before the handshake).
+    pub fn name(&self) -> &Bytes {
+        &self.name
+    }
+
+    /// Whether the client asked for its own publishes.
+    pub fn echo(&self) -> bool {
+        self.echo
+    }
+
+    /// The session id given at creation.
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    /// Notes that bytes arrived at `now`: the client is alive.
+    pub fn heard_from(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.ping_sent_at = None;
+    }
+
+    /// Takes the next request off the front of `input`; `Ok(None)` means more bytes are needed.
+    ///
+    /// After a fatal fault the session yields nothing more.
+    pub fn next_request(&mut self, input: &mut BytesMut) -> Result<Option<Request>, Fault> {
+        if self.failed {
+            return Ok(None);
+        }
+        let result = self.decode(input);
+        if let Err(fault) = &result {
+            self.failed = fault.code.is_fatal();
+        }
+        result
+    }
+
+    fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Request>, Fault> {
+        if self.mode == Mode::Undecided {
+            let Some(&first) = input.first() else {
+                return Ok(None);
+            };
+            if is_line_mode(first) {
+                self.mode = Mode::Line;
+                self.ready = true;
+                self.name = Bytes::from(format!("guest{}", self.session_id));
+                return Ok(Some(Request::LineStart));
+            }
+            self.mode = Mode::Binary;
+        }
+        match self.mode {
+            Mode::Line => self.next_line(input),
+            _ => self.next_frame(input),
+        }
+    }
+
+    fn next_line(&mut self, input: &mut BytesMut) -> Result<Option<Request>, Fault> {
+        loop {
+            let Some(line) = self.lines.next_line(input)? else {
+                return Ok(None);
+            };
+            if !line.is_empty() {
+                let room = Bytes::from_static(DEFAULT_ROOM.as_bytes());
+                return Ok(Some(Request::Publish { room, payload: line }));
+            }
+        }
+    }
+
+    fn next_frame(&mut self, input: &mut BytesMut) -> Result<Option<Request>, Fault> {
+        let Some(raw) = self.frames.decode(input)? else {
+            return Ok(None);
+        };
+        let kind = raw.kind;
+        let frame = ClientFrame::parse(raw)?;
+        if !self.ready {
+            let ClientFrame::Hello(hello) = frame else {
+                return Err(Fault::new(ErrorCode::UnexpectedFrame, format!("frame type 0x{kind:02x} before HELLO")));
+            };
+            if hello.version != PROTOCOL_VERSION {
+                return Err(Fault::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.version),
+                ));
+            }
+            if !valid_user_name(&hello.name) {
+                return Err(Fault::new(ErrorCode::InvalidName, "name must be 1-32 bytes of A-Z a-z 0-9 _ - ."));
+            }
+            self.ready = true;
+            self.name = hello.name.clone();
+            self.echo = hello.flags & HELLO_FLAG_ECHO != 0;
+            return Ok(Some(Request::Hello { name: hello.name, echo: self.echo }));
+        }
+        let request = match frame {
+            ClientFrame::Hello(_) => return Err(Fault::new(ErrorCode::UnexpectedFrame, "second HELLO")),
+            ClientFrame::Join { flags, room } => {
+                check_room(&room)?;
+                Request::Join { room, send_only: flags & JOIN_FLAG_SEND_ONLY != 0 }
+            }
+            ClientFrame::Leave { room } => {
+                check_room(&room)?;
+                Request::Leave { room }
+            }
+            ClientFrame::Publish { room, payload } => {
+                check_room(&room)?;
+                Request::Publish { room, payload }
+            }
+            ClientFrame::Ping(nonce) => Request::Ping(nonce),
+            ClientFrame::Pong(nonce) => Request::Pong(nonce),
+        };
+        Ok(Some(request))
+    }
+
+    /// What the clock asks of this connection at `now`, if anything.
+    pub fn poll_timer(&mut self, now: Instant) -> Option<TimerEvent> {
+        if self.failed {
+            return None;
+        }
+        if !self.ready {
+            return (now.saturating_duration_since(self.connected_at) >= self.timeouts.handshake)
+                .then_some(TimerEvent::Expired);
+        }
+        if self.mode == Mode::Line {
+            return None;
+        }
+        if let Some(sent) = self.ping_sent_at {
+            return (now.saturating_duration_since(sent) >= self.timeouts.ping_timeout).then_some(TimerEvent::Expired);
+        }
+        if now.saturating_duration_since(self.last_heard) >= self.timeouts.ping_interval {
+            self.ping_sent_at = Some(now);
+            self.pings_sent += 1;
+            return Some(TimerEvent::SendPing(self.pings_sent));
+        }
+        None
+    }
+}
+
+/// Whether `name` follows the user-name rules of `protocol.md`.
+pub fn valid_user_name(name: &[u8]) -> bool {
+    (1..=USER_NAME_BYTES_MAX).contains(&name.len())
+        && name.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Whether `room` follows the room-name rules of `protocol.md`.
+pub fn valid_room_name(room: &[u8]) -> bool {
+    (1..=ROOM_NAME_BYTES_MAX).contains(&room.len()) && room.iter().all(|&b| (0x21..=0x7E).contains(&b))
+}
+
+fn check_room(room: &[u8]) -> Result<(), Fault> {
+    if valid_room_name(room) {
+        Ok(())
+    } else {
+        Err(Fault::new(ErrorCode::InvalidRoom, "room must be 1-64 bytes of printable ASCII without space"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
