@@ -233,7 +233,7 @@ impl<T> Hub<T> {
                 return;
             }
             match conn.session.next_request(&mut conn.input) {
-                Ok(Some(request)) => self.apply(key, request),
+                Ok(Some(request)) => self.apply(key, request, now),
                 Ok(None) => return,
                 Err(fault) => self.fault(key, fault, now),
             }
@@ -308,7 +308,7 @@ impl<T> Hub<T> {
         Some(conn.io)
     }
 
-    fn apply(&mut self, key: ConnKey, request: Request) {
+    fn apply(&mut self, key: ConnKey, request: Request, now: Instant) {
         match request {
             Request::Hello { .. } => {
                 let welcome = Welcome {
@@ -321,9 +321,8 @@ impl<T> Hub<T> {
                 self.reply(key, |dst| encode_welcome(dst, &welcome));
             }
             Request::LineStart => {
-                let lobby = Bytes::from_static(DEFAULT_ROOM.as_bytes());
                 // A fresh connection is in no room, so this join cannot hit a limit.
-                let joined = self.router.join(key, &lobby, false);
+                let joined = self.router.join(key, DEFAULT_ROOM.as_bytes(), false);
                 debug_assert!(joined.is_ok());
             }
             Request::Join { room, send_only } => match self.router.join(key, &room, send_only) {
@@ -334,14 +333,14 @@ impl<T> Hub<T> {
                 Ok(_) => self.reply(key, |dst| encode_room_reply(dst, frame_type::LEFT, &room)),
                 Err(e) => self.refuse(key, e, &room),
             },
-            Request::Publish { room, payload } => self.publish(key, &room, &payload),
+            Request::Publish { room, payload } => self.publish(key, &room, &payload, now),
             Request::Ping(nonce) => self.reply(key, |dst| encode_nonce(dst, frame_type::PONG, nonce)),
             Request::Pong(_) => {}
         }
     }
 
     /// The fan-out hot path: encode once, queue for every other member, cut slow consumers.
-    fn publish(&mut self, key: ConnKey, room: &[u8], payload: &Bytes) {
+    fn publish(&mut self, key: ConnKey, room: &[u8], payload: &Bytes, now: Instant) {
         let Self { conns, router, encode, to_flush, slow, config, stats, .. } = self;
         let publisher = &conns[key];
         let name = publisher.session.name().clone();
@@ -381,7 +380,6 @@ impl<T> Hub<T> {
             }
         }
         if !self.slow.is_empty() {
-            let now = Instant::now();
             let mut slow = std::mem::take(&mut self.slow);
             for victim in slow.drain(..) {
                 self.stats.slow_consumers += 1;

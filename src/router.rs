@@ -92,7 +92,7 @@ impl Router {
     }
 
     /// Adds `conn` to `room`, creating the room if it is new.
-    pub fn join(&mut self, conn: ConnKey, room: &Bytes, send_only: bool) -> Result<Change, RouteError> {
+    pub fn join(&mut self, conn: ConnKey, room: &[u8], send_only: bool) -> Result<Change, RouteError> {
         if self.memberships.len() <= conn {
             self.memberships.resize_with(conn + 1, Vec::new);
         }
@@ -106,8 +106,11 @@ impl Router {
             return Err(RouteError::TooManyRooms);
         }
         let id = existing.unwrap_or_else(|| {
-            let id = self.rooms.insert(Room { name: room.clone(), members: Vec::new() });
-            self.by_name.insert(room.clone(), id);
+            // Own the name: a slice of the read buffer would pin that whole buffer for as long
+            // as the room lives.
+            let name = Bytes::copy_from_slice(room);
+            let id = self.rooms.insert(Room { name: name.clone(), members: Vec::new() });
+            self.by_name.insert(name, id);
             id
         });
         self.rooms[id].members.push(Member { conn, receives: !send_only });

@@ -231,7 +231,8 @@ impl Session {
                 return Err(Fault::new(ErrorCode::InvalidName, "name must be 1-32 bytes of A-Z a-z 0-9 _ - ."));
             }
             self.ready = true;
-            self.name = hello.name.clone();
+            // Own the name: a slice of the read buffer would pin that buffer for the session.
+            self.name = Bytes::copy_from_slice(&hello.name);
             self.echo = hello.flags & HELLO_FLAG_ECHO != 0;
             return Ok(Some(Request::Hello { name: hello.name, echo: self.echo }));
         }
