@@ -65,6 +65,9 @@ impl ServerConfig {
                 return Err(ConfigError(format!("the {name} must be at least 10 ms")));
             }
         }
+        if hub.core_id > crate::hub::MAX_CORE_ID {
+            return Err(ConfigError(format!("at most {} cores", crate::hub::MAX_CORE_ID as usize + 1)));
+        }
         if self.backlog < 1 {
             return Err(ConfigError("the backlog must be at least 1".into()));
         }

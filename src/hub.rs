@@ -31,6 +31,9 @@ const ENCODE_BUFFER_BYTES: usize = 64 * 1024;
 /// How long a connection being closed for a fault may take to read its error and hang up.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Highest core id: session and stream ids give the core 8 bits (node 16, counter 40).
+pub const MAX_CORE_ID: u16 = 255;
+
 /// The hub's settings, from the server configuration.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -147,7 +150,8 @@ impl<T> Hub<T> {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Self {
         // Ids are unique across the cluster: node in the top 16 bits, core in the next 8.
-        let id_base = (u64::from(config.node_id) << 48) | (u64::from(config.core_id & 0xFF) << 40);
+        debug_assert!(config.core_id <= MAX_CORE_ID, "core ids have 8 bits in session and stream ids");
+        let id_base = (u64::from(config.node_id) << 48) | (u64::from(config.core_id) << 40);
         Self {
             conns: Slab::new(),
             router: Router::new(id_base, config.rooms_per_connection_max),
@@ -288,11 +292,10 @@ impl<T> Hub<T> {
     pub fn take_to_flush(&mut self, into: &mut Vec<ConnKey>) {
         into.clear();
         std::mem::swap(into, &mut self.to_flush);
-        for key in into.iter() {
-            if let Some(conn) = self.conns.get_mut(*key) {
-                conn.flush_queued = false;
-            }
-        }
+        // A key may be stale (its connection was removed and the slot reused): keep each key
+        // only while its connection still has the flag set, so every key appears once.
+        let conns = &mut self.conns;
+        into.retain(|key| conns.get_mut(*key).is_some_and(|conn| std::mem::take(&mut conn.flush_queued)));
     }
 
     /// Connections that are done since the last call: deregister and [`Hub::remove`] them.

@@ -1,1 +1,597 @@
+use super::*;
 
+use crate::codec::{ClientFrame, Hello, Message, ServerFrame, HELLO_FLAG_ECHO, JOIN_FLAG_SEND_ONLY};
+use crate::limits::HEADER_BYTES;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn hub() -> Hub<()> {
+    Hub::new(HubConfig::default())
+}
+
+fn hub_with(change: impl FnOnce(&mut HubConfig)) -> Hub<()> {
+    let mut config = HubConfig::default();
+    change(&mut config);
+    Hub::new(config)
+}
+
+fn encode(frame: ClientFrame) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    frame.encode(&mut buf);
+    buf.to_vec()
+}
+
+fn hello(flags: u8, name: &str) -> Vec<u8> {
+    encode(ClientFrame::Hello(Hello { version: 1, flags, name: Bytes::from(name.to_owned()), token: Bytes::new() }))
+}
+
+fn join(flags: u8, room: &str) -> Vec<u8> {
+    encode(ClientFrame::Join { flags, room: Bytes::from(room.to_owned()) })
+}
+
+fn leave(room: &str) -> Vec<u8> {
+    encode(ClientFrame::Leave { room: Bytes::from(room.to_owned()) })
+}
+
+fn publish(room: &str, payload: &[u8]) -> Vec<u8> {
+    encode(ClientFrame::Publish { room: Bytes::from(room.to_owned()), payload: Bytes::copy_from_slice(payload) })
+}
+
+/// Appends `bytes` to the connection's input, as the reactor does, and lets the hub run.
+fn send(hub: &mut Hub<()>, key: ConnKey, bytes: &[u8], now: Instant) {
+    hub.conn_mut(key).unwrap().input.extend_from_slice(bytes);
+    hub.handle_input(key, now);
+}
+
+/// Everything queued for the connection, as the reactor would write it.
+fn drain_bytes(hub: &mut Hub<()>, key: ConnKey) -> Vec<u8> {
+    let mut out = Vec::new();
+    hub.conn_mut(key).unwrap().outbox_mut().flush_to(&mut out).unwrap();
+    out
+}
+
+/// Server frames in `bytes`, which must hold whole frames only.
+fn parse_frames(bytes: &[u8]) -> Vec<ServerFrame> {
+    let mut buf = BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    while let Some(raw) = FrameDecoder::default().decode(&mut buf).unwrap() {
+        frames.push(ServerFrame::parse(raw).unwrap());
+    }
+    assert!(buf.is_empty(), "a partial frame was queued: {buf:?}");
+    frames
+}
+
+fn drain(hub: &mut Hub<()>, key: ConnKey) -> Vec<ServerFrame> {
+    parse_frames(&drain_bytes(hub, key))
+}
+
+fn error(code: ErrorCode) -> u16 {
+    code as u16
+}
+
+/// The codes of the ERROR frames among `frames`.
+fn error_codes(frames: &[ServerFrame]) -> Vec<u16> {
+    frames.iter().filter_map(|f| if let ServerFrame::Error { code, .. } = f { Some(*code) } else { None }).collect()
+}
+
+fn message(stream: u64, seq: u64, room: &str, name: &str, payload: &[u8]) -> ServerFrame {
+    ServerFrame::Message(Message {
+        stream,
+        seq,
+        room: Bytes::from(room.to_owned()),
+        name: Bytes::from(name.to_owned()),
+        payload: Bytes::copy_from_slice(payload),
+    })
+}
+
+fn joined(room: &str) -> ServerFrame {
+    ServerFrame::Joined(Bytes::from(room.to_owned()))
+}
+
+/// A binary client that said HELLO and got its WELCOME (drained).
+fn greeted(hub: &mut Hub<()>, flags: u8, name: &str, now: Instant) -> ConnKey {
+    let key = hub.open((), now).unwrap();
+    send(hub, key, &hello(flags, name), now);
+    let frames = drain(hub, key);
+    assert!(matches!(frames[..], [ServerFrame::Welcome(_)]), "{name}: {frames:?}");
+    key
+}
+
+/// A greeted client in `rooms`, with its JOINED replies drained.
+fn member(hub: &mut Hub<()>, name: &str, rooms: &[&str], now: Instant) -> ConnKey {
+    let key = greeted(hub, 0, name, now);
+    for room in rooms {
+        send(hub, key, &join(0, room), now);
+        assert_eq!(drain(hub, key), vec![joined(room)]);
+    }
+    key
+}
+
+fn finished(hub: &mut Hub<()>) -> Vec<ConnKey> {
+    let mut keys = Vec::new();
+    hub.take_finished(&mut keys);
+    keys
+}
+
+fn to_flush(hub: &mut Hub<()>) -> Vec<ConnKey> {
+    let mut keys = Vec::new();
+    hub.take_to_flush(&mut keys);
+    keys
+}
+
+/// Bytes of a hex string, ignoring spaces and `|` (the notation of `protocol.md`).
+fn hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s.bytes().filter(u8::is_ascii_hexdigit).collect();
+    digits.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake and replies
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hello_is_answered_with_welcome() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = hub.open((), now).unwrap();
+    let b = hub.open((), now).unwrap();
+    send(&mut hub, b, &hello(0, "bob"), now);
+    send(&mut hub, a, &hello(0, "alice"), now);
+    let welcome = |session_id| {
+        ServerFrame::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            node_id: 0,
+            core_id: 0,
+            session_id,
+            max_body: FRAME_BODY_BYTES_MAX as u32,
+        })
+    };
+    assert_eq!(drain(&mut hub, a), vec![welcome(1)]);
+    assert_eq!(drain(&mut hub, b), vec![welcome(2)]);
+    assert_eq!(hub.conn_mut(b).unwrap().session_id(), 2);
+}
+
+#[test]
+fn welcome_carries_node_and_core_and_cluster_unique_session_ids() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| {
+        c.node_id = 3;
+        c.core_id = 5;
+    });
+    let a = hub.open((), now).unwrap();
+    send(&mut hub, a, &hello(0, "alice"), now);
+    let session_id = (3 << 48) | (5 << 40) | 1;
+    let want = Welcome { version: 1, node_id: 3, core_id: 5, session_id, max_body: FRAME_BODY_BYTES_MAX as u32 };
+    assert_eq!(drain(&mut hub, a), vec![ServerFrame::Welcome(want)]);
+}
+
+#[test]
+fn worked_example_of_the_protocol_byte_for_byte() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = hub.open((), now).unwrap();
+    send(&mut hub, a, &hex("00000009 01 | 01 | 00 | 05 616c696365 | 00"), now);
+    assert_eq!(drain_bytes(&mut hub, a), hex("00000012 10 | 01 | 00 | 0000 | 0000 | 0000000000000001 | 00010400"));
+    send(&mut hub, a, &hex("00000006 02 | 00 | 6c6f626279"), now);
+    assert_eq!(drain_bytes(&mut hub, a), hex("00000005 12 | 6c6f626279"));
+
+    let b = hub.open((), now).unwrap();
+    send(&mut hub, b, &hex("00000007 01 | 01 | 00 | 03 626f62 | 00"), now);
+    assert_eq!(drain_bytes(&mut hub, b), hex("00000012 10 | 01 | 00 | 0000 | 0000 | 0000000000000002 | 00010400"));
+    send(&mut hub, b, &hex("00000006 02 | 00 | 6c6f626279"), now);
+    assert_eq!(drain_bytes(&mut hub, b), hex("00000005 12 | 6c6f626279"));
+
+    send(&mut hub, a, &hex("00000008 04 | 05 6c6f626279 | 6869"), now);
+    let want = hex("0000001e 11 | 0000000000000001 | 0000000000000001 | 05 6c6f626279 | 05 616c696365 | 6869");
+    assert_eq!(drain_bytes(&mut hub, b), want);
+
+    send(&mut hub, a, &hex("00000008 05 | 0102030405060708"), now);
+    assert_eq!(drain_bytes(&mut hub, a), hex("00000008 06 | 0102030405060708"));
+
+    send(&mut hub, b, &hex("00000000 3f"), now);
+    assert_eq!(error_codes(&drain(&mut hub, b)), vec![error(ErrorCode::UnknownFrameType)]);
+    assert!(hub.conn_mut(b).unwrap().is_closing());
+    assert_eq!(drain_bytes(&mut hub, a), b"", "alice never receives her own message");
+}
+
+#[test]
+fn join_leave_and_request_errors_keep_the_connection_open() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| c.rooms_per_connection_max = 1);
+    let a = greeted(&mut hub, 0, "alice", now);
+    let mut input = Vec::new();
+    for bytes in [
+        join(0, "r"),
+        join(0, "r"),
+        join(0, "s"),
+        leave("s"),
+        publish("s", b"x"),
+        join(0, "bad room"),
+        leave("r"),
+        leave("r"),
+        join(0, "s"),
+    ] {
+        input.extend_from_slice(&bytes);
+    }
+    send(&mut hub, a, &input, now);
+    let frames = drain(&mut hub, a);
+    assert_eq!(frames.len(), 9, "{frames:?}");
+    assert_eq!(frames[0], joined("r"));
+    let want = [
+        ErrorCode::AlreadyAMember,
+        ErrorCode::TooManyRooms,
+        ErrorCode::NotAMember,
+        ErrorCode::NotAMember,
+        ErrorCode::InvalidRoom,
+    ];
+    assert_eq!(error_codes(&frames[1..6]), want.map(error).to_vec());
+    assert_eq!(frames[6], ServerFrame::Left(Bytes::from("r")));
+    assert_eq!(error_codes(&frames[7..8]), vec![error(ErrorCode::NotAMember)]);
+    assert_eq!(frames[8], joined("s"));
+    assert!(!hub.conn_mut(a).unwrap().is_closing());
+    assert_eq!(hub.room_count(), 1);
+}
+
+#[test]
+fn ping_is_answered_and_pong_is_not() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = greeted(&mut hub, 0, "alice", now);
+    let mut input = encode(ClientFrame::Pong(5));
+    input.extend_from_slice(&encode(ClientFrame::Ping(u64::MAX - 1)));
+    send(&mut hub, a, &input, now);
+    assert_eq!(drain(&mut hub, a), vec![ServerFrame::Pong(u64::MAX - 1)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fan-out
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_publish_reaches_every_other_member_of_the_room_only() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = member(&mut hub, "alice", &["r"], now);
+    let b = member(&mut hub, "bob", &["r", "s"], now);
+    let c = member(&mut hub, "carol", &["s"], now);
+    let d = member(&mut hub, "dave", &["r"], now);
+    for text in ["one", "two", "three"] {
+        send(&mut hub, a, &publish("r", text.as_bytes()), now);
+    }
+    // alice's membership of r was the first stream issued.
+    let want: Vec<_> = ["one", "two", "three"]
+        .iter()
+        .zip(1..)
+        .map(|(text, seq)| message(1, seq, "r", "alice", text.as_bytes()))
+        .collect();
+    assert_eq!(drain(&mut hub, b), want);
+    assert_eq!(drain(&mut hub, d), want);
+    assert_eq!(drain(&mut hub, a), vec![], "no echo by default");
+    assert_eq!(drain(&mut hub, c), vec![], "c is not in r");
+    assert_eq!(hub.stats().publishes, 3);
+    assert_eq!(hub.stats().deliveries, 6);
+}
+
+#[test]
+fn echo_delivers_the_publishers_own_messages() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = greeted(&mut hub, HELLO_FLAG_ECHO, "alice", now);
+    send(&mut hub, a, &join(0, "r"), now);
+    let b = member(&mut hub, "bob", &["r"], now);
+    send(&mut hub, a, &publish("r", b"hi"), now);
+    assert_eq!(drain(&mut hub, a), vec![joined("r"), message(1, 1, "r", "alice", b"hi")]);
+    assert_eq!(drain(&mut hub, b), vec![message(1, 1, "r", "alice", b"hi")]);
+}
+
+#[test]
+fn send_only_members_publish_but_receive_nothing() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = member(&mut hub, "alice", &["r"], now);
+    let b = greeted(&mut hub, HELLO_FLAG_ECHO, "bob", now);
+    send(&mut hub, b, &join(JOIN_FLAG_SEND_ONLY, "r"), now);
+    assert_eq!(drain(&mut hub, b), vec![joined("r")]);
+    send(&mut hub, a, &publish("r", b"to all"), now);
+    send(&mut hub, b, &publish("r", b"from b"), now);
+    assert_eq!(drain(&mut hub, b), vec![], "not even its own echo");
+    assert_eq!(drain(&mut hub, a), vec![message(2, 1, "r", "bob", b"from b")]);
+}
+
+#[test]
+fn line_mode_clients_chat_with_binary_clients_in_the_lobby() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = member(&mut hub, "alice", &["lobby"], now);
+    let line = hub.open((), now).unwrap();
+    let guest = format!("guest{}", hub.conn_mut(line).unwrap().session_id());
+    send(&mut hub, line, b"hello there\r\n\n", now);
+    assert_eq!(drain(&mut hub, a), vec![message(2, 1, "lobby", &guest, b"hello there")]);
+    assert_eq!(drain_bytes(&mut hub, line), b"", "no greeting, no echo");
+
+    send(&mut hub, a, &publish("lobby", b"multi\nline\rtext"), now);
+    assert_eq!(drain_bytes(&mut hub, line), b"alice: multi line text\n");
+
+    // Two line clients: each sees the other's lines, never its own.
+    let other = hub.open((), now).unwrap();
+    send(&mut hub, other, b"hi\n", now);
+    assert_eq!(
+        drain_bytes(&mut hub, line),
+        format!("guest{}: hi\n", hub.conn_mut(other).unwrap().session_id()).as_bytes()
+    );
+    assert_eq!(drain_bytes(&mut hub, other), b"");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow consumers and faults
+// ---------------------------------------------------------------------------------------------
+
+const MIN_OUTPUT_BYTES: usize = HEADER_BYTES + FRAME_BODY_BYTES_MAX;
+
+#[test]
+fn a_slow_consumer_is_cut_and_the_others_get_every_message() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| c.output_bytes_max = MIN_OUTPUT_BYTES);
+    let a = member(&mut hub, "a", &["r"], now);
+    let slow = member(&mut hub, "slow", &["r"], now);
+    let fast = member(&mut hub, "fast", &["r"], now);
+    let payload = [b'p'; 1000];
+    let frame_bytes = HEADER_BYTES + 8 + 8 + 1 + 1 + 1 + 1 + payload.len();
+    // The first publish that takes the slow queue past the limit cuts it.
+    let cut_at = MIN_OUTPUT_BYTES / frame_bytes + 1;
+    let mut got = Vec::new();
+    for seq in 1..=2 * cut_at as u64 {
+        send(&mut hub, a, &publish("r", &payload), now);
+        got.extend(drain(&mut hub, fast));
+        assert_eq!(hub.conn_mut(slow).unwrap().is_closing(), seq >= cut_at as u64, "after publish {seq}");
+    }
+    let seqs: Vec<u64> = got.iter().map(|f| if let ServerFrame::Message(m) = f { m.seq } else { 0 }).collect();
+    assert_eq!(seqs, (1..=2 * cut_at as u64).collect::<Vec<_>>(), "the fast reader missed or reordered messages");
+    let want: Vec<_> = (1..=2 * cut_at as u64).map(|seq| message(1, seq, "r", "a", &payload)).collect();
+    assert!(got == want, "the fast reader got a wrong message");
+    let frames = drain(&mut hub, slow);
+    assert_eq!(frames.len(), 1, "exactly one frame, not {}", frames.len());
+    assert_eq!(error_codes(&frames), vec![error(ErrorCode::SlowConsumer)]);
+    assert!(!hub.conn_mut(a).unwrap().is_closing());
+    assert!(!hub.conn_mut(fast).unwrap().is_closing());
+    assert_eq!(drain(&mut hub, a), vec![]);
+    assert_eq!(hub.stats().slow_consumers, 1);
+}
+
+#[test]
+fn the_slow_consumer_outbox_holds_only_its_error() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| c.output_bytes_max = MIN_OUTPUT_BYTES);
+    let a = member(&mut hub, "a", &["r"], now);
+    let slow = member(&mut hub, "slow", &["r"], now);
+    while !hub.conn_mut(slow).unwrap().is_closing() {
+        send(&mut hub, a, &publish("r", &[0; 4096]), now);
+    }
+    // More publishes after the cut reach nobody.
+    send(&mut hub, a, &publish("r", b"late"), now);
+    let frames = drain(&mut hub, slow);
+    assert_eq!(frames.len(), 1, "{} frames", frames.len());
+    assert_eq!(error_codes(&frames), vec![error(ErrorCode::SlowConsumer)]);
+}
+
+#[test]
+fn a_slow_consumer_lingers_on_the_injected_clock() {
+    // A virtual clock far from the real one: the hub must not read the real clock.
+    let t = Instant::now() + Duration::from_secs(3600);
+    let mut hub = hub_with(|c| c.output_bytes_max = MIN_OUTPUT_BYTES);
+    let a = member(&mut hub, "a", &["r"], t);
+    let slow = member(&mut hub, "slow", &["r"], t);
+    while !hub.conn_mut(slow).unwrap().is_closing() {
+        send(&mut hub, a, &publish("r", &[0; 4096]), t);
+    }
+    hub.tick(t);
+    assert_eq!(finished(&mut hub), Vec::<ConnKey>::new(), "cut at t, so it lingers until t + LINGER");
+    hub.tick(t + LINGER - MS);
+    assert_eq!(finished(&mut hub), Vec::<ConnKey>::new());
+    hub.tick(t + LINGER);
+    assert_eq!(finished(&mut hub), vec![slow]);
+}
+
+#[test]
+fn fatal_garbage_closes_only_its_own_connection() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = member(&mut hub, "a", &["r"], now);
+    let bad = member(&mut hub, "bad", &["r"], now);
+    let c = member(&mut hub, "c", &["r"], now);
+    send(&mut hub, bad, &[0xFF, 0xFF, 0xFF, 0xFF, 0x04, 1, 2, 3], now);
+    assert!(hub.conn_mut(bad).unwrap().is_closing());
+    assert_eq!(error_codes(&drain(&mut hub, bad)), vec![error(ErrorCode::FrameTooLarge)]);
+    // Further input from it is ignored.
+    send(&mut hub, bad, &encode(ClientFrame::Ping(1)), now);
+    send(&mut hub, a, &publish("r", b"still here"), now);
+    assert_eq!(drain(&mut hub, c), vec![message(1, 1, "r", "a", b"still here")]);
+    assert_eq!(drain(&mut hub, bad), vec![]);
+    assert!(!hub.conn_mut(a).unwrap().is_closing() && !hub.conn_mut(c).unwrap().is_closing());
+    assert_eq!(hub.stats().fatal_errors, 1);
+}
+
+#[test]
+fn a_fault_drops_replies_queued_before_it() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = greeted(&mut hub, 0, "a", now);
+    let mut input = join(0, "r");
+    input.extend_from_slice(&hello(0, "again"));
+    send(&mut hub, a, &input, now);
+    // The ERROR is the connection's last word, and its only one.
+    assert_eq!(error_codes(&drain(&mut hub, a)), vec![error(ErrorCode::UnexpectedFrame)]);
+    assert_eq!(hub.room_count(), 0, "a closing connection is in no room");
+}
+
+#[test]
+fn a_line_client_gets_its_error_as_a_line() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let line = hub.open((), now).unwrap();
+    let mut input = b"fine\n".to_vec();
+    input.extend_from_slice(&[b'x'; crate::limits::LINE_BYTES_MAX + 2]);
+    send(&mut hub, line, &input, now);
+    assert!(hub.conn_mut(line).unwrap().is_closing());
+    let out = String::from_utf8(drain_bytes(&mut hub, line)).unwrap();
+    assert!(out.starts_with("error 12 LINE_TOO_LONG: "), "{out:?}");
+    assert_eq!(out.matches('\n').count(), 1);
+    assert!(out.ends_with('\n'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bookkeeping for the reactor
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn take_to_flush_lists_each_connection_once_per_call() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = member(&mut hub, "a", &["r"], now);
+    let b = member(&mut hub, "b", &["r"], now);
+    let c = member(&mut hub, "c", &["r"], now);
+    to_flush(&mut hub);
+    let mut input = Vec::new();
+    for _ in 0..3 {
+        input.extend_from_slice(&publish("r", b"m"));
+        input.extend_from_slice(&encode(ClientFrame::Ping(9)));
+    }
+    send(&mut hub, a, &input, now);
+    let mut keys = to_flush(&mut hub);
+    keys.sort_unstable();
+    assert_eq!(keys, vec![a, b, c]);
+    assert_eq!(to_flush(&mut hub), vec![], "nothing new since the last call");
+    send(&mut hub, b, &encode(ClientFrame::Ping(1)), now);
+    assert_eq!(to_flush(&mut hub), vec![b], "listed again once it has new bytes");
+}
+
+#[test]
+fn take_to_flush_lists_a_reused_key_once() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let old = hub.open((), now).unwrap();
+    send(&mut hub, old, &hello(0, "old"), now);
+    hub.handle_hangup(old);
+    assert_eq!(finished(&mut hub), vec![old]);
+    assert_eq!(hub.remove(old), Some(()));
+    // The slab hands the key out again before the reactor took the flush list.
+    let new = hub.open((), now).unwrap();
+    assert_eq!(new, old);
+    send(&mut hub, new, &hello(0, "new"), now);
+    assert_eq!(to_flush(&mut hub), vec![new]);
+}
+
+#[test]
+fn hangup_finishes_the_connection_and_leaves_its_rooms() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = member(&mut hub, "a", &["r"], now);
+    let b = member(&mut hub, "b", &["r", "solo"], now);
+    assert_eq!(hub.room_count(), 2);
+    hub.handle_hangup(b);
+    hub.handle_hangup(b);
+    assert_eq!(finished(&mut hub), vec![b], "listed once");
+    assert_eq!(finished(&mut hub), vec![]);
+    assert_eq!(hub.room_count(), 1, "solo is gone with its only member");
+    send(&mut hub, a, &publish("r", b"x"), now);
+    assert_eq!(hub.stats().deliveries, 0);
+    assert_eq!(hub.len(), 2);
+    assert_eq!(hub.remove(b), Some(()));
+    assert_eq!(hub.remove(b), None);
+    assert_eq!(hub.len(), 1);
+    hub.handle_hangup(b);
+    assert_eq!(finished(&mut hub), vec![], "an unknown key is ignored");
+}
+
+#[test]
+fn the_connection_limit_refuses_with_server_full() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| c.connections_max = 2);
+    let a = hub.open((), now).unwrap();
+    hub.open((), now).unwrap();
+    let Err(((), refusal)) = hub.open((), now) else {
+        panic!("a third connection was accepted");
+    };
+    assert_eq!(error_codes(&parse_frames(&refusal)), vec![error(ErrorCode::ServerFull)]);
+    assert_eq!(hub.len(), 2);
+    assert_eq!(hub.stats().refused_full, 1);
+    hub.handle_hangup(a);
+    hub.remove(a);
+    assert!(hub.open((), now).is_ok(), "room again after a removal");
+}
+
+#[test]
+fn tick_times_out_a_connection_without_hello_then_finishes_it_after_the_linger() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    let handshake = HubConfig::default().timeouts.handshake;
+    let silent = hub.open((), t0).unwrap();
+    let greeted = greeted(&mut hub, 0, "a", t0);
+    hub.tick(t0 + handshake - MS);
+    assert!(!hub.conn_mut(silent).unwrap().is_closing());
+    let expired_at = t0 + handshake;
+    hub.tick(expired_at);
+    assert!(hub.conn_mut(silent).unwrap().is_closing());
+    assert_eq!(error_codes(&drain(&mut hub, silent)), vec![error(ErrorCode::Timeout)]);
+    assert!(!hub.conn_mut(greeted).unwrap().is_closing());
+    assert_eq!(drain(&mut hub, greeted), vec![]);
+
+    hub.tick(expired_at + LINGER - MS);
+    assert_eq!(finished(&mut hub), vec![]);
+    hub.tick(expired_at + LINGER);
+    assert_eq!(finished(&mut hub), vec![silent]);
+}
+
+#[test]
+fn tick_pings_a_silent_client_and_times_it_out() {
+    let t0 = Instant::now();
+    let timeouts = Timeouts {
+        handshake: Duration::from_secs(1),
+        ping_interval: Duration::from_secs(3),
+        ping_timeout: Duration::from_secs(2),
+    };
+    let mut hub = hub_with(|c| c.timeouts = timeouts);
+    let quiet = greeted(&mut hub, 0, "quiet", t0);
+    let alive = greeted(&mut hub, 0, "alive", t0);
+    let pinged_at = t0 + timeouts.ping_interval;
+    hub.tick(pinged_at - MS);
+    assert_eq!(drain(&mut hub, quiet), vec![]);
+    hub.tick(pinged_at);
+    assert_eq!(drain(&mut hub, quiet), vec![ServerFrame::Ping(1)]);
+    let ServerFrame::Ping(nonce) = drain(&mut hub, alive)[0] else {
+        panic!("alive was not pinged");
+    };
+    send(&mut hub, alive, &encode(ClientFrame::Pong(nonce)), pinged_at + MS);
+
+    hub.tick(pinged_at + timeouts.ping_timeout);
+    assert!(hub.conn_mut(quiet).unwrap().is_closing());
+    assert_eq!(error_codes(&drain(&mut hub, quiet)), vec![error(ErrorCode::Timeout)]);
+    assert!(!hub.conn_mut(alive).unwrap().is_closing(), "its PONG counted as life");
+    assert_eq!(drain(&mut hub, alive), vec![]);
+}
+
+#[test]
+fn tick_never_pings_a_line_client() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    let line = hub.open((), t0).unwrap();
+    send(&mut hub, line, b"hi\n", t0);
+    hub.tick(t0 + Duration::from_secs(24 * 3600));
+    assert!(!hub.conn_mut(line).unwrap().is_closing());
+    assert_eq!(drain_bytes(&mut hub, line), b"");
+}
+
+#[test]
+fn shut_down_closes_everyone_in_their_dialect() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let a = member(&mut hub, "a", &["r"], now);
+    let line = hub.open((), now).unwrap();
+    send(&mut hub, line, b"hi\n", now);
+    drain(&mut hub, a);
+    hub.shut_down(now);
+    assert_eq!(error_codes(&drain(&mut hub, a)), vec![error(ErrorCode::ShuttingDown)]);
+    let out = String::from_utf8(drain_bytes(&mut hub, line)).unwrap();
+    assert!(out.starts_with("error 10 SHUTTING_DOWN: ") && out.ends_with('\n'), "{out:?}");
+    assert_eq!(hub.room_count(), 0);
+}
