@@ -419,7 +419,8 @@ impl<T> Hub<T> {
         let conn = &mut self.conns[key];
         conn.state = State::Closing { deadline: now + LINGER };
         conn.input.clear();
-        conn.outbox.clear();
+        // Frees a slow consumer's backlog at once, but never splits a frame on the wire.
+        conn.outbox.cut_after_current_frame();
         let mut frame = BytesMut::new();
         if conn.session.mode() == Mode::Line {
             encode_error_line(&mut frame, code, text);

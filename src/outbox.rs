@@ -26,6 +26,10 @@ pub struct Outbox {
     tail: BytesMut,
     queued_bytes: usize,
     share_bytes_min: usize,
+    /// Length of every queued frame (or line), oldest first, so a cut can keep frames whole.
+    frame_lens: VecDeque<u32>,
+    /// Bytes of the oldest queued frame already handed to the kernel.
+    front_written: usize,
 }
 
 /// What a flush achieved.
@@ -46,7 +50,14 @@ impl Outbox {
     /// An empty outbox that shares frames of `share_bytes_min` bytes or more (benchmarks use
     /// this to compare copying and sharing).
     pub fn with_share_threshold(share_bytes_min: usize) -> Self {
-        Self { chunks: VecDeque::new(), tail: BytesMut::new(), queued_bytes: 0, share_bytes_min }
+        Self {
+            chunks: VecDeque::new(),
+            tail: BytesMut::new(),
+            queued_bytes: 0,
+            share_bytes_min,
+            frame_lens: VecDeque::new(),
+            front_written: 0,
+        }
     }
 
     /// Queues a whole encoded frame, copying or sharing it by size.
@@ -58,12 +69,14 @@ impl Outbox {
             self.tail.extend_from_slice(frame);
         }
         self.queued_bytes += frame.len();
+        self.frame_lens.push_back(frame.len() as u32);
     }
 
-    /// Queues bytes by copying them (replies built on the spot).
-    pub fn push_slice(&mut self, bytes: &[u8]) {
-        self.tail.extend_from_slice(bytes);
-        self.queued_bytes += bytes.len();
+    /// Queues one whole frame (or line) by copying it (replies built on the spot).
+    pub fn push_slice(&mut self, frame: &[u8]) {
+        self.tail.extend_from_slice(frame);
+        self.queued_bytes += frame.len();
+        self.frame_lens.push_back(frame.len() as u32);
     }
 
     /// Bytes queued and not yet handed to the kernel.
@@ -81,6 +94,27 @@ impl Outbox {
         self.chunks.clear();
         self.tail = BytesMut::new();
         self.queued_bytes = 0;
+        self.frame_lens.clear();
+        self.front_written = 0;
+    }
+
+    /// Drops every queued frame except the rest of one the kernel already has a part of, so
+    /// that whatever is queued next (a last `ERROR`) starts on a frame boundary.
+    pub fn cut_after_current_frame(&mut self) {
+        if self.front_written == 0 {
+            return self.clear();
+        }
+        let keep = self.frame_lens[0] as usize - self.front_written;
+        let mut rest = BytesMut::with_capacity(keep);
+        for chunk in self.chunks.iter().map(|c| &c[..]).chain(std::iter::once(&self.tail[..])) {
+            let take = chunk.len().min(keep - rest.len());
+            rest.extend_from_slice(&chunk[..take]);
+        }
+        debug_assert_eq!(rest.len(), keep);
+        self.clear();
+        self.tail = rest;
+        self.queued_bytes = keep;
+        self.frame_lens.push_back(keep as u32);
     }
 
     /// Writes as much as `writer` takes, in vectored writes, until drained or `WouldBlock`.
@@ -113,6 +147,14 @@ impl Outbox {
     fn consume(&mut self, mut n: usize) {
         debug_assert!(n <= self.queued_bytes);
         self.queued_bytes -= n;
+        self.front_written += n;
+        while let Some(&len) = self.frame_lens.front() {
+            if self.front_written < len as usize {
+                break;
+            }
+            self.front_written -= len as usize;
+            self.frame_lens.pop_front();
+        }
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 self.tail.advance(n);
@@ -210,6 +252,39 @@ mod tests {
         let mut w = Trickle { got: Vec::new(), per_call: 10, calls_left: 1 };
         assert_eq!(outbox.flush_to(&mut w).unwrap(), Flush::Drained);
         assert!(w.got.is_empty());
+    }
+
+    #[test]
+    fn a_cut_keeps_the_rest_of_a_half_written_frame_only() {
+        for share_min in [0, usize::MAX] {
+            let mut outbox = Outbox::with_share_threshold(share_min);
+            let frames = frames();
+            for f in &frames {
+                outbox.push(f);
+            }
+            // Write the first frame whole and 3 bytes of the second.
+            let mut w = Trickle { got: Vec::new(), per_call: frames[0].len() + 3, calls_left: 1 };
+            assert_eq!(outbox.flush_to(&mut w).unwrap(), Flush::Blocked);
+            outbox.cut_after_current_frame();
+            outbox.push_slice(b"ERR");
+            w.calls_left = 100;
+            assert_eq!(outbox.flush_to(&mut w).unwrap(), Flush::Drained);
+            let mut expected = frames[0].to_vec();
+            expected.extend_from_slice(&frames[1]);
+            expected.extend_from_slice(b"ERR");
+            assert_eq!(w.got, expected, "share_min {share_min}");
+        }
+    }
+
+    #[test]
+    fn a_cut_on_a_frame_boundary_drops_everything() {
+        let mut outbox = Outbox::new();
+        outbox.push_slice(b"first");
+        outbox.push_slice(b"second");
+        let mut w = Trickle { got: Vec::new(), per_call: 5, calls_left: 1 };
+        assert_eq!(outbox.flush_to(&mut w).unwrap(), Flush::Blocked);
+        outbox.cut_after_current_frame();
+        assert!(outbox.is_empty());
     }
 
     #[test]

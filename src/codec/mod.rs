@@ -7,6 +7,7 @@
 //! it rejects a header that declares more than its limit as soon as the header's 5 bytes are in.
 
 pub mod line;
+pub mod peer;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 

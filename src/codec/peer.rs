@@ -1,0 +1,212 @@
+//! Peer-link frames: what cores (and, later, nodes) say to each other over a [`crate::link`].
+//!
+//! They use the client frames' header and decoder (types `0x40`..=`0x7F`), so one framing path
+//! serves every connection kind. A `FORWARD` body is byte for byte a `MESSAGE` body: the
+//! receiving side prepends a `MESSAGE` header and delivers, with no re-encoding.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::{frame_type, put_header, RawFrame};
+use crate::error::DecodeError;
+use crate::limits::{HEADER_BYTES, ROOM_NAME_BYTES_MAX};
+
+/// Peer frame type bytes.
+pub mod peer_type {
+    /// Opens a link: who is speaking.
+    pub const LINK_HELLO: u8 = 0x40;
+    /// The sender gained (`add = 1`) or lost (`add = 0`) local interest in a room.
+    pub const INTEREST: u8 = 0x41;
+    /// The receiver has applied the `INTEREST` with this token.
+    pub const INTEREST_ACK: u8 = 0x42;
+    /// One publish, forwarded once to a peer with interest in its room.
+    pub const FORWARD: u8 = 0x43;
+}
+
+/// Version of the peer-link frames.
+pub const LINK_VERSION: u8 = 1;
+
+/// A parsed peer-link frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerFrame {
+    /// Opens a link.
+    Hello {
+        /// Link protocol version.
+        version: u8,
+        /// Sender's node.
+        node_id: u16,
+        /// Sender's core.
+        core_id: u16,
+    },
+    /// Interest in a room changed at the sender.
+    Interest {
+        /// True when the sender's room gained its first member, false when it lost its last.
+        add: bool,
+        /// Echoed in the `INTEREST_ACK`.
+        token: u64,
+        /// The room.
+        room: Bytes,
+    },
+    /// The receiver applied the `INTEREST` with `token`.
+    InterestAck(u64),
+    /// One publish: `body` is a complete `MESSAGE` body and `room` a slice of it.
+    Forward {
+        /// The room (a slice of `body`).
+        room: Bytes,
+        /// The `MESSAGE` body to deliver.
+        body: Bytes,
+    },
+    /// Keepalive probe.
+    Ping(u64),
+    /// Keepalive answer.
+    Pong(u64),
+}
+
+impl PeerFrame {
+    /// Parses a raw frame that arrived on a peer link.
+    pub fn parse(raw: RawFrame) -> Result<Self, DecodeError> {
+        let mut body = raw.body;
+        let frame = match raw.kind {
+            peer_type::LINK_HELLO => {
+                if body.len() != 5 {
+                    return Err(DecodeError::Malformed("LINK_HELLO must be 5 bytes"));
+                }
+                Self::Hello { version: body.get_u8(), node_id: body.get_u16(), core_id: body.get_u16() }
+            }
+            peer_type::INTEREST => {
+                if body.len() < 9 {
+                    return Err(DecodeError::Malformed("INTEREST is too short"));
+                }
+                let add = match body.get_u8() {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Malformed("INTEREST.add must be 0 or 1")),
+                };
+                let token = body.get_u64();
+                if body.is_empty() || body.len() > ROOM_NAME_BYTES_MAX {
+                    return Err(DecodeError::Malformed("INTEREST.room length"));
+                }
+                Self::Interest { add, token, room: body }
+            }
+            peer_type::INTEREST_ACK => Self::InterestAck(exact_u64(body, "INTEREST_ACK")?),
+            peer_type::FORWARD => {
+                let room = forward_room(&body)?;
+                Self::Forward { room, body }
+            }
+            frame_type::PING => Self::Ping(exact_u64(body, "PING")?),
+            frame_type::PONG => Self::Pong(exact_u64(body, "PONG")?),
+            kind if super::is_assigned(kind) => return Err(DecodeError::UnexpectedFrame(kind)),
+            kind => return Err(DecodeError::UnknownFrameType(kind)),
+        };
+        Ok(frame)
+    }
+
+    /// Appends this frame, header included, to `dst`.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        match self {
+            Self::Hello { version, node_id, core_id } => {
+                put_header(dst, peer_type::LINK_HELLO, 5);
+                dst.put_u8(*version);
+                dst.put_u16(*node_id);
+                dst.put_u16(*core_id);
+            }
+            Self::Interest { add, token, room } => encode_interest(dst, *add, *token, room),
+            Self::InterestAck(token) => super::encode_nonce(dst, peer_type::INTEREST_ACK, *token),
+            Self::Forward { body, .. } => encode_forward(dst, body),
+            Self::Ping(nonce) => super::encode_nonce(dst, frame_type::PING, *nonce),
+            Self::Pong(nonce) => super::encode_nonce(dst, frame_type::PONG, *nonce),
+        }
+    }
+}
+
+/// Appends an `INTEREST` frame.
+pub fn encode_interest(dst: &mut BytesMut, add: bool, token: u64, room: &[u8]) {
+    put_header(dst, peer_type::INTEREST, 9 + room.len());
+    dst.put_u8(u8::from(add));
+    dst.put_u64(token);
+    dst.put_slice(room);
+}
+
+/// Appends a `FORWARD` frame carrying a `MESSAGE` body.
+pub fn encode_forward(dst: &mut BytesMut, message_body: &[u8]) {
+    put_header(dst, peer_type::FORWARD, message_body.len());
+    dst.put_slice(message_body);
+}
+
+/// The `MESSAGE` body inside an encoded `MESSAGE` frame (what a `FORWARD` carries).
+pub fn message_body(message_frame: &[u8]) -> &[u8] {
+    &message_frame[HEADER_BYTES..]
+}
+
+/// The room field of a `MESSAGE` body, checked against the layout.
+fn forward_room(body: &Bytes) -> Result<Bytes, DecodeError> {
+    let room_len = *body.get(16).ok_or(DecodeError::Malformed("FORWARD is too short"))? as usize;
+    let name_len_at = 17 + room_len;
+    let name_len = *body.get(name_len_at).ok_or(DecodeError::Malformed("FORWARD.room"))? as usize;
+    if room_len == 0 || body.len() < name_len_at + 1 + name_len {
+        return Err(DecodeError::Malformed("FORWARD.name"));
+    }
+    Ok(body.slice(17..17 + room_len))
+}
+
+fn exact_u64(mut body: Bytes, what: &'static str) -> Result<u64, DecodeError> {
+    if body.len() != 8 {
+        return Err(DecodeError::Malformed(what));
+    }
+    Ok(body.get_u64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{encode_message, FrameDecoder};
+
+    fn round_trip(frame: &PeerFrame) -> PeerFrame {
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        let raw = FrameDecoder::default().decode(&mut buf).unwrap().unwrap();
+        assert!(buf.is_empty());
+        PeerFrame::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn every_peer_frame_round_trips() {
+        let mut message = BytesMut::new();
+        encode_message(&mut message, 7, 9, b"room", b"alice", b"payload");
+        let body = Bytes::copy_from_slice(message_body(&message));
+        let frames = [
+            PeerFrame::Hello { version: LINK_VERSION, node_id: 3, core_id: 1 },
+            PeerFrame::Interest { add: true, token: 42, room: Bytes::from_static(b"room") },
+            PeerFrame::Interest { add: false, token: 0, room: Bytes::from_static(b"r") },
+            PeerFrame::InterestAck(42),
+            PeerFrame::Forward { room: Bytes::from_static(b"room"), body },
+            PeerFrame::Ping(1),
+            PeerFrame::Pong(2),
+        ];
+        for frame in &frames {
+            assert_eq!(&round_trip(frame), frame);
+        }
+    }
+
+    #[test]
+    fn malformed_peer_frames_are_refused() {
+        let cases: [(u8, &[u8]); 7] = [
+            (peer_type::LINK_HELLO, &[1, 0, 0, 0]),
+            (peer_type::INTEREST, &[1, 0, 0, 0, 0, 0, 0, 0, 0]),
+            (peer_type::INTEREST, &[2, 0, 0, 0, 0, 0, 0, 0, 0, b'r']),
+            (peer_type::INTEREST_ACK, &[0; 7]),
+            (peer_type::FORWARD, &[0; 16]),
+            (peer_type::FORWARD, &[0; 17]),
+            (peer_type::FORWARD, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'r', 3, b'a']),
+        ];
+        for (kind, body) in cases {
+            let raw = RawFrame { kind, body: Bytes::copy_from_slice(body) };
+            assert!(matches!(PeerFrame::parse(raw), Err(DecodeError::Malformed(_))), "type {kind:#x} {body:?}");
+        }
+    }
+
+    #[test]
+    fn client_frames_are_unexpected_on_a_link() {
+        let raw = RawFrame { kind: frame_type::PUBLISH, body: Bytes::new() };
+        assert_eq!(PeerFrame::parse(raw), Err(DecodeError::UnexpectedFrame(frame_type::PUBLISH)));
+    }
+}
