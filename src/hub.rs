@@ -6,23 +6,27 @@
 //! which are finished. `T` is the transport the reactor keeps with each connection (a
 //! `TcpStream` in the server, `()` in tests): the hub stores it and never touches it.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
 use crate::codec::line::{encode_error_line, encode_message_line, LineSplitter};
+use crate::codec::peer::{encode_forward, encode_interest, message_body, PeerFrame, LINK_VERSION};
 use crate::codec::{
     encode_error_raw, encode_message, encode_nonce, encode_room_reply, encode_welcome, frame_type, FrameDecoder,
     Welcome, PROTOCOL_VERSION,
 };
 use crate::error::ErrorCode;
+use crate::interest::{Interest, PeerId};
 use crate::limits::{
-    CONNECTIONS_MAX, DEFAULT_ROOM, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, LINE_BYTES_MAX, OUTPUT_BYTES_MAX,
-    PING_INTERVAL, PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX,
+    CONNECTIONS_MAX, DEFAULT_ROOM, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, LINE_BYTES_MAX,
+    LINK_OUTPUT_BYTES_MAX, OUTPUT_BYTES_MAX, PING_INTERVAL, PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX,
 };
+use crate::link::{Link, LinkState};
 use crate::outbox::Outbox;
-use crate::router::{ConnKey, RouteError, Router};
+use crate::router::{ConnKey, Member, RouteError, Router};
 use crate::session::{Fault, Mode, Request, Session, Timeouts, TimerEvent};
 
 /// Bytes reserved at a time for encoding publishes, so small frames share one allocation.
@@ -83,6 +87,21 @@ pub struct Stats {
     pub fatal_errors: u64,
     /// Connections refused because the hub was full.
     pub refused_full: u64,
+    /// Publishes forwarded to peers (one per interested peer).
+    pub forwards_sent: u64,
+    /// Forwarded publishes received from peers.
+    pub forwards_received: u64,
+    /// Forwards dropped because a peer link's queue was over its limit.
+    pub forwards_dropped: u64,
+}
+
+/// A room whose first local member is waiting until every peer has applied the room's
+/// `INTEREST`: only then can a `JOINED` promise delivery of everything published after it.
+#[derive(Debug)]
+struct PendingJoin {
+    token: u64,
+    awaiting: Vec<PeerId>,
+    waiters: Vec<ConnKey>,
 }
 
 /// Whether a connection still takes part in the chat.
@@ -131,11 +150,16 @@ impl<T> Conn<T> {
     }
 }
 
-/// One reactor's connections and rooms.
+/// One reactor's connections, rooms and peer links.
 #[derive(Debug)]
-pub struct Hub<T> {
+pub struct Hub<T, L = ()> {
     conns: Slab<Conn<T>>,
     router: Router,
+    links: Vec<Link<L>>,
+    interest: Interest,
+    pending: HashMap<Bytes, PendingJoin>,
+    tokens_issued: u64,
+    links_to_flush: Vec<PeerId>,
     config: HubConfig,
     to_flush: Vec<ConnKey>,
     finished: Vec<ConnKey>,
@@ -146,7 +170,7 @@ pub struct Hub<T> {
     stats: Stats,
 }
 
-impl<T> Hub<T> {
+impl<T, L> Hub<T, L> {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Self {
         // Ids are unique across the cluster: node in the top 16 bits, core in the next 8.
@@ -155,6 +179,11 @@ impl<T> Hub<T> {
         Self {
             conns: Slab::new(),
             router: Router::new(id_base, config.rooms_per_connection_max),
+            links: Vec::new(),
+            interest: Interest::new(),
+            pending: HashMap::new(),
+            tokens_issued: 0,
+            links_to_flush: Vec::new(),
             config,
             to_flush: Vec::new(),
             finished: Vec::new(),
@@ -247,7 +276,7 @@ impl<T> Hub<T> {
     /// The peer closed its side or the socket failed: drop the connection now.
     pub fn handle_hangup(&mut self, key: ConnKey) {
         if self.conns.contains(key) {
-            self.router.disconnect(key);
+            self.leave_all(key);
             self.finish(key);
         }
     }
@@ -307,7 +336,7 @@ impl<T> Hub<T> {
     /// Removes a finished connection and gives back its transport.
     pub fn remove(&mut self, key: ConnKey) -> Option<T> {
         let conn = self.conns.try_remove(key)?;
-        self.router.disconnect(key);
+        self.leave_all(key);
         Some(conn.io)
     }
 
@@ -325,15 +354,22 @@ impl<T> Hub<T> {
             }
             Request::LineStart => {
                 // A fresh connection is in no room, so this join cannot hit a limit.
-                let joined = self.router.join(key, DEFAULT_ROOM.as_bytes(), false);
-                debug_assert!(joined.is_ok());
+                let lobby = DEFAULT_ROOM.as_bytes();
+                if let Ok(change) = self.router.join(key, lobby, false) {
+                    self.joined(key, lobby, change.room_edge);
+                }
             }
             Request::Join { room, send_only } => match self.router.join(key, &room, send_only) {
-                Ok(_) => self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, &room)),
+                Ok(change) => self.joined(key, &room, change.room_edge),
                 Err(e) => self.refuse(key, e, &room),
             },
             Request::Leave { room } => match self.router.leave(key, &room) {
-                Ok(_) => self.reply(key, |dst| encode_room_reply(dst, frame_type::LEFT, &room)),
+                Ok(change) => {
+                    if change.room_edge {
+                        self.room_gone(&room);
+                    }
+                    self.reply(key, |dst| encode_room_reply(dst, frame_type::LEFT, &room));
+                }
                 Err(e) => self.refuse(key, e, &room),
             },
             Request::Publish { room, payload } => self.publish(key, &room, &payload, now),
@@ -342,53 +378,278 @@ impl<T> Hub<T> {
         }
     }
 
-    /// The fan-out hot path: encode once, queue for every other member, cut slow consumers.
+    /// The fan-out hot path: encode once, queue for every other local member and once for
+    /// each interested peer, cut slow consumers.
     fn publish(&mut self, key: ConnKey, room: &[u8], payload: &Bytes, now: Instant) {
-        let Self { conns, router, encode, to_flush, slow, config, stats, .. } = self;
-        let publisher = &conns[key];
+        let publisher = &self.conns[key];
         let name = publisher.session.name().clone();
-        let echo = publisher.session.echo();
-        let delivery = match router.publish(key, room) {
+        let skip = if publisher.session.echo() { None } else { Some(key) };
+        let delivery = match self.router.publish(key, room) {
             Ok(delivery) => delivery,
             Err(e) => return self.refuse(key, e, room),
         };
+        let encode = &mut self.encode;
         encode.reserve(ENCODE_BUFFER_BYTES.max(64 + room.len() + name.len() + payload.len()));
         encode_message(encode, delivery.stream, delivery.seq, delivery.room, &name, payload);
         let frame = encode.split().freeze();
-        let mut line: Option<Bytes> = None;
-        stats.publishes += 1;
-        for member in delivery.members {
-            if !member.receives || (member.conn == key && !echo) {
+        self.stats.publishes += 1;
+        let mut fanout = Fanout {
+            conns: &mut self.conns,
+            to_flush: &mut self.to_flush,
+            slow: &mut self.slow,
+            stats: &mut self.stats,
+            output_bytes_max: self.config.output_bytes_max,
+        };
+        fanout.deliver(delivery.members, skip, &frame, &name, payload);
+        self.forward(room, &frame);
+        self.cut_slow_consumers(now);
+    }
+
+    /// Queues one `FORWARD` of an encoded `MESSAGE` on every peer link that wants `room`.
+    fn forward(&mut self, room: &[u8], message: &Bytes) {
+        let peers = self.interest.peers(room);
+        if peers.is_empty() {
+            return;
+        }
+        let body = message_body(message);
+        self.encode.reserve(ENCODE_BUFFER_BYTES.max(HEADER_BYTES + body.len()));
+        encode_forward(&mut self.encode, body);
+        let frame = self.encode.split().freeze();
+        for &peer in peers {
+            let link = &mut self.links[peer];
+            if link.state == LinkState::Down {
                 continue;
             }
-            let conn = &mut conns[member.conn];
-            debug_assert!(!conn.is_closing(), "closing connections are in no room");
-            if conn.session.mode() == Mode::Line {
-                let line = line.get_or_insert_with(|| {
-                    let mut dst = BytesMut::new();
-                    encode_message_line(&mut dst, &name, payload);
-                    dst.freeze()
-                });
-                conn.outbox.push(line);
-            } else {
-                conn.outbox.push(&frame);
+            if link.outbox.queued_bytes() > LINK_OUTPUT_BYTES_MAX {
+                // A peer this far behind loses messages (seq gaps show it); it never stalls us.
+                link.forwards_dropped += 1;
+                self.stats.forwards_dropped += 1;
+                continue;
             }
-            stats.deliveries += 1;
-            if !conn.flush_queued {
-                conn.flush_queued = true;
-                to_flush.push(member.conn);
-            }
-            if conn.outbox.queued_bytes() > config.output_bytes_max {
-                slow.push(member.conn);
+            link.push(&frame);
+            self.stats.forwards_sent += 1;
+            if !link.flush_queued {
+                link.flush_queued = true;
+                self.links_to_flush.push(peer);
             }
         }
-        if !self.slow.is_empty() {
-            let mut slow = std::mem::take(&mut self.slow);
-            for victim in slow.drain(..) {
+    }
+
+    fn cut_slow_consumers(&mut self, now: Instant) {
+        if self.slow.is_empty() {
+            return;
+        }
+        let mut slow = std::mem::take(&mut self.slow);
+        for victim in slow.drain(..) {
+            if self.conns.get(victim).is_some_and(|c| !c.is_closing()) {
                 self.stats.slow_consumers += 1;
                 self.close(victim, ErrorCode::SlowConsumer, "output queue over its limit; read faster", now);
             }
-            self.slow = slow;
+        }
+        self.slow = slow;
+    }
+
+    /// A member joined `room`; `created` if it is the room's first local member.
+    fn joined(&mut self, key: ConnKey, room: &[u8], created: bool) {
+        if created {
+            let awaiting: Vec<PeerId> =
+                (0..self.links.len()).filter(|p| self.links[*p].state != LinkState::Down).collect();
+            if !awaiting.is_empty() {
+                self.tokens_issued += 1;
+                let token = self.tokens_issued;
+                for &peer in &awaiting {
+                    self.send_to_peer(peer, |dst| encode_interest(dst, true, token, room));
+                }
+                let pending = PendingJoin { token, awaiting, waiters: vec![key] };
+                self.pending.insert(Bytes::copy_from_slice(room), pending);
+                return;
+            }
+        } else if let Some(pending) = self.pending.get_mut(room) {
+            pending.waiters.push(key);
+            return;
+        }
+        self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, room));
+    }
+
+    /// `room` lost its last local member: withdraw it from every peer.
+    fn room_gone(&mut self, room: &[u8]) {
+        self.pending.remove(room);
+        for peer in 0..self.links.len() {
+            if self.links[peer].state != LinkState::Down {
+                self.send_to_peer(peer, |dst| encode_interest(dst, false, 0, room));
+            }
+        }
+    }
+
+    /// Takes `key` out of every room, withdrawing rooms it leaves empty.
+    fn leave_all(&mut self, key: ConnKey) {
+        let mut gone = Vec::new();
+        self.router.disconnect_with(key, |room| gone.push(room));
+        for room in gone {
+            self.room_gone(&room);
+        }
+    }
+
+    // ----- peer links -----
+
+    /// Adds a link to a peer and introduces ourselves, announcing every room we have.
+    pub fn add_link(&mut self, io: L) -> PeerId {
+        let peer = self.links.len();
+        self.links.push(Link::new(io));
+        let hello =
+            PeerFrame::Hello { version: LINK_VERSION, node_id: self.config.node_id, core_id: self.config.core_id };
+        self.links[peer].push_encoded(&hello);
+        let rooms: Vec<Bytes> = self.router.room_names().cloned().collect();
+        for room in rooms {
+            self.send_to_peer(peer, |dst| encode_interest(dst, true, 0, &room));
+        }
+        self.queue_link_flush(peer);
+        peer
+    }
+
+    /// The link to `peer`, if it exists.
+    pub fn link_mut(&mut self, peer: PeerId) -> Option<&mut Link<L>> {
+        self.links.get_mut(peer)
+    }
+
+    /// How many peer links the hub has (down ones included).
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Decodes and applies everything in the link's input buffer.
+    pub fn handle_link_input(&mut self, peer: PeerId, now: Instant) {
+        loop {
+            let Some(link) = self.links.get_mut(peer) else {
+                return;
+            };
+            if link.state == LinkState::Down {
+                link.input.clear();
+                return;
+            }
+            match link.next_frame() {
+                Ok(Some(frame)) => self.apply_peer(peer, frame, now),
+                Ok(None) => return,
+                Err(e) => {
+                    log::error!("peer link {peer} sent a bad frame: {e}; dropping the link");
+                    return self.link_down(peer);
+                }
+            }
+        }
+    }
+
+    /// The link failed: forget the peer's interest and stop waiting for its acks.
+    pub fn link_down(&mut self, peer: PeerId) {
+        let Some(link) = self.links.get_mut(peer) else {
+            return;
+        };
+        if link.state == LinkState::Down {
+            return;
+        }
+        log::warn!("peer link {peer} is down");
+        link.state = LinkState::Down;
+        link.outbox.clear();
+        link.input.clear();
+        self.interest.remove_peer(peer);
+        let tokens: Vec<u64> = self.pending.values().map(|p| p.token).collect();
+        for token in tokens {
+            self.acked(peer, token);
+        }
+    }
+
+    /// Links with bytes queued since the last call: flush each once.
+    pub fn take_links_to_flush(&mut self, into: &mut Vec<PeerId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.links_to_flush);
+        let links = &mut self.links;
+        into.retain(|peer| links.get_mut(*peer).is_some_and(|link| std::mem::take(&mut link.flush_queued)));
+    }
+
+    fn apply_peer(&mut self, peer: PeerId, frame: PeerFrame, now: Instant) {
+        match frame {
+            PeerFrame::Hello { version, node_id, core_id } => {
+                if version != LINK_VERSION {
+                    log::error!("peer link {peer} speaks version {version}, we speak {LINK_VERSION}");
+                    return self.link_down(peer);
+                }
+                log::debug!("peer link {peer} is node {node_id} core {core_id}");
+                self.links[peer].state = LinkState::Up { node_id, core_id };
+            }
+            PeerFrame::Interest { add, token, room } => {
+                if add {
+                    self.interest.add(peer, &room);
+                } else {
+                    self.interest.remove(peer, &room);
+                }
+                if token != 0 {
+                    self.send_to_peer(peer, |dst| {
+                        encode_nonce(dst, crate::codec::peer::peer_type::INTEREST_ACK, token)
+                    });
+                }
+            }
+            PeerFrame::InterestAck(token) => self.acked(peer, token),
+            PeerFrame::Forward { room, body } => self.deliver_forward(&room, &body, now),
+            PeerFrame::Ping(nonce) => self.send_to_peer(peer, |dst| encode_nonce(dst, frame_type::PONG, nonce)),
+            PeerFrame::Pong(_) => {}
+        }
+    }
+
+    /// `peer` applied the interest with `token`; when every peer has, the waiters get `JOINED`.
+    fn acked(&mut self, peer: PeerId, token: u64) {
+        let Some((room, pending)) = self.pending.iter_mut().find(|(_, p)| p.token == token) else {
+            return;
+        };
+        pending.awaiting.retain(|p| *p != peer);
+        if !pending.awaiting.is_empty() {
+            return;
+        }
+        let room = room.clone();
+        let Some(pending) = self.pending.remove(&room) else {
+            return;
+        };
+        for key in pending.waiters {
+            if self.conns.get(key).is_some_and(|c| !c.is_closing()) {
+                self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, &room));
+            }
+        }
+    }
+
+    /// Delivers a publish forwarded by a peer to our members of `room`; never forwards it on.
+    fn deliver_forward(&mut self, room: &[u8], body: &Bytes, now: Instant) {
+        self.stats.forwards_received += 1;
+        let Some(members) = self.router.members(room) else {
+            return;
+        };
+        let Some((name, payload)) = crate::codec::peer::name_and_payload(body) else {
+            return;
+        };
+        self.encode.reserve(ENCODE_BUFFER_BYTES.max(HEADER_BYTES + body.len()));
+        crate::codec::put_header(&mut self.encode, frame_type::MESSAGE, body.len());
+        self.encode.extend_from_slice(body);
+        let frame = self.encode.split().freeze();
+        let mut fanout = Fanout {
+            conns: &mut self.conns,
+            to_flush: &mut self.to_flush,
+            slow: &mut self.slow,
+            stats: &mut self.stats,
+            output_bytes_max: self.config.output_bytes_max,
+        };
+        fanout.deliver(members, None, &frame, name, payload);
+        self.cut_slow_consumers(now);
+    }
+
+    fn send_to_peer(&mut self, peer: PeerId, encode: impl FnOnce(&mut BytesMut)) {
+        let mut frame = BytesMut::new();
+        encode(&mut frame);
+        self.links[peer].outbox.push_slice(&frame);
+        self.queue_link_flush(peer);
+    }
+
+    fn queue_link_flush(&mut self, peer: PeerId) {
+        let link = &mut self.links[peer];
+        if !link.flush_queued {
+            link.flush_queued = true;
+            self.links_to_flush.push(peer);
         }
     }
 
@@ -415,7 +676,7 @@ impl<T> Hub<T> {
     /// linger so the error can be read before the socket goes.
     fn close(&mut self, key: ConnKey, code: ErrorCode, text: &str, now: Instant) {
         log::debug!("closing connection {key}: {code}: {text}");
-        self.router.disconnect(key);
+        self.leave_all(key);
         let conn = &mut self.conns[key];
         conn.state = State::Closing { deadline: now + LINGER };
         conn.input.clear();
@@ -459,3 +720,46 @@ impl<T> Hub<T> {
 
 #[cfg(test)]
 mod tests;
+
+/// The parts of a hub the fan-out loop writes to, borrowed apart from the router so one
+/// room's member list can be read while recipients' outboxes are written.
+struct Fanout<'a, T> {
+    conns: &'a mut Slab<Conn<T>>,
+    to_flush: &'a mut Vec<ConnKey>,
+    slow: &'a mut Vec<ConnKey>,
+    stats: &'a mut Stats,
+    output_bytes_max: usize,
+}
+
+impl<T> Fanout<'_, T> {
+    /// Queues `frame` (or its line rendering, built at most once) for every receiving member
+    /// but `skip`; notes who needs a flush and who went over the output limit.
+    fn deliver(&mut self, members: &[Member], skip: Option<ConnKey>, frame: &Bytes, name: &[u8], payload: &[u8]) {
+        let mut line: Option<Bytes> = None;
+        for member in members {
+            if !member.receives || Some(member.conn) == skip {
+                continue;
+            }
+            let conn = &mut self.conns[member.conn];
+            debug_assert!(!conn.is_closing(), "closing connections are in no room");
+            if conn.session.mode() == Mode::Line {
+                let line = line.get_or_insert_with(|| {
+                    let mut dst = BytesMut::new();
+                    encode_message_line(&mut dst, name, payload);
+                    dst.freeze()
+                });
+                conn.outbox.push(line);
+            } else {
+                conn.outbox.push(frame);
+            }
+            self.stats.deliveries += 1;
+            if !conn.flush_queued {
+                conn.flush_queued = true;
+                self.to_flush.push(member.conn);
+            }
+            if conn.outbox.queued_bytes() > self.output_bytes_max {
+                self.slow.push(member.conn);
+            }
+        }
+    }
+}

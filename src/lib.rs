@@ -11,12 +11,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod interest;
 pub mod limits;
+pub mod link;
 pub mod logging;
 pub mod outbox;
 pub mod reactor;

@@ -76,3 +76,6 @@ const _: () = assert!(ROOM_NAME_BYTES_MAX <= u8::MAX as usize, "room names have 
 const _: () = assert!(USER_NAME_BYTES_MAX <= u8::MAX as usize, "user names have a one-byte length");
 const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN_MAX);
 const _: () = assert!(OUTPUT_BYTES_MAX >= HEADER_BYTES + FRAME_BODY_BYTES_MAX);
+
+/// Bytes queued on one peer link before further forwards to that peer are dropped.
+pub const LINK_OUTPUT_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use fanout::client::{Client, ClientError, Event};
 use fanout::config::{ServerConfig, DEFAULT_LISTEN};
 use fanout::limits;
-use fanout::reactor::Reactor;
+use fanout::reactor::Server;
 use log::LevelFilter;
 
 #[derive(Parser)]
@@ -25,6 +25,8 @@ enum Command {
     Serve(ServeArgs),
     /// Chat from the terminal: type lines, read everyone else's.
     Chat(ChatArgs),
+    /// Load-test a server (fanout, NATS or Redis pub/sub): throughput, latency, loss.
+    Bench(fanout::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -50,6 +52,9 @@ struct ServeArgs {
     /// Further silence after a ping before the client is closed, in milliseconds.
     #[arg(long, default_value_t = limits::PING_TIMEOUT.as_millis() as u64)]
     ping_timeout_ms: u64,
+    /// Reactor threads, each owning its share of the connections (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Log level: error, warn, info, debug, trace (default: $FANOUT_LOG, else info).
     #[arg(long, value_parser = parse_level)]
     log_level: Option<LevelFilter>,
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Chat(args) => chat(args),
+        Command::Bench(args) => fanout::bench::run(args),
     }
 }
 
@@ -88,7 +94,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.hub.timeouts.handshake = Duration::from_millis(args.handshake_timeout_ms);
     config.hub.timeouts.ping_interval = Duration::from_millis(args.ping_interval_ms);
     config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
-    let reactor = match Reactor::bind(config) {
+    let threads =
+        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    let reactor = match Server::bind(config, threads) {
         Ok(reactor) => reactor,
         Err(e) => {
             log::error!("cannot start on {}: {e}", args.listen);
@@ -96,7 +104,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     match reactor.local_addr() {
-        Ok(addr) => log::info!("listening on {addr}"),
+        Ok(addr) => {
+            // Scripts and tests read this line: keep the address last.
+            log::info!("{threads} reactor threads");
+            log::info!("listening on {addr}");
+        }
         Err(e) => log::warn!("listening, address unknown: {e}"),
     }
     match reactor.run(true) {

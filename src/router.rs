@@ -127,19 +127,26 @@ impl Router {
         let list = self.memberships.get_mut(conn).ok_or(RouteError::NotAMember)?;
         let at = list.iter().position(|m| m.room == id).ok_or(RouteError::NotAMember)?;
         list.swap_remove(at);
-        let change = self.remove_member(id, conn);
+        let removed = self.remove_member(id, conn);
         self.debug_assert_invariants();
-        Ok(change)
+        Ok(Change { room_edge: removed.is_some() })
     }
 
     /// Removes `conn` from every room it is in (it disconnected); returns how many it left.
     pub fn disconnect(&mut self, conn: ConnKey) -> usize {
+        self.disconnect_with(conn, |_| {})
+    }
+
+    /// Like [`Router::disconnect`], calling `on_removed` with each room it left empty.
+    pub fn disconnect_with(&mut self, conn: ConnKey, mut on_removed: impl FnMut(Bytes)) -> usize {
         let Some(list) = self.memberships.get_mut(conn) else {
             return 0;
         };
         let left = std::mem::take(list);
         for m in &left {
-            self.remove_member(m.room, conn);
+            if let Some(room) = self.remove_member(m.room, conn) {
+                on_removed(room);
+            }
         }
         self.debug_assert_invariants();
         left.len()
@@ -173,7 +180,8 @@ impl Router {
         self.rooms.len()
     }
 
-    fn remove_member(&mut self, id: usize, conn: ConnKey) -> Change {
+    /// Removes one member; returns the room's name if that left the room empty (and gone).
+    fn remove_member(&mut self, id: usize, conn: ConnKey) -> Option<Bytes> {
         let members = &mut self.rooms[id].members;
         if let Some(at) = members.iter().position(|m| m.conn == conn) {
             // Keep join order: fan-out order is then stable and easy to reason about.
@@ -182,9 +190,14 @@ impl Router {
         if members.is_empty() {
             let room = self.rooms.remove(id);
             self.by_name.remove(&room.name);
-            return Change { room_edge: true };
+            return Some(room.name);
         }
-        Change { room_edge: false }
+        None
+    }
+
+    /// Names of every room, for announcing them to a new peer.
+    pub fn room_names(&self) -> impl Iterator<Item = &Bytes> {
+        self.rooms.iter().map(|(_, room)| &room.name)
     }
 
     fn debug_assert_invariants(&self) {

@@ -148,6 +148,15 @@ fn forward_room(body: &Bytes) -> Result<Bytes, DecodeError> {
     Ok(body.slice(17..17 + room_len))
 }
 
+/// The publisher's name and the payload inside a `MESSAGE` body already checked by `parse`.
+pub fn name_and_payload(body: &Bytes) -> Option<(&[u8], &[u8])> {
+    let room_len = *body.get(16)? as usize;
+    let name_at = 17 + room_len + 1;
+    let name_len = *body.get(name_at - 1)? as usize;
+    let payload_at = name_at + name_len;
+    Some((body.get(name_at..payload_at)?, body.get(payload_at..)?))
+}
+
 fn exact_u64(mut body: Bytes, what: &'static str) -> Result<u64, DecodeError> {
     if body.len() != 8 {
         return Err(DecodeError::Malformed(what));

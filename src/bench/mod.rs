@@ -1,0 +1,38 @@
+//! `fanout bench`: a load generator for pub/sub servers, in the spirit of `nats bench` and
+//! `redis-benchmark`, that speaks fanout's protocol, NATS core and Redis pub/sub with the same
+//! workload and the same payloads, so the three can be compared side by side.
+//!
+//! Subscribers are spread evenly over the rooms; publisher `p` publishes to room `p % rooms`.
+//! Every payload carries its send time, publisher and sequence number, so each subscriber
+//! measures end-to-end latency and counts lost, duplicated and reordered messages per
+//! publisher. Connections are spread over a few client threads, each with its own mio poll.
+//!
+//! ```text
+//! fanout serve --listen 127.0.0.1:7400 &
+//! fanout bench --subscribers 100 --publishers 1 --size 64 --duration 5 --json --server-pid $!
+//! ```
+//!
+//! A run goes through set-up (everyone connected and joined), warm-up (publishing, not
+//! counted), the measured window (messages published in it are marked in their payload), and a
+//! drain of at most 3 s in which nothing is published and what is in flight arrives. Only
+//! messages published in the measured window count: `expected` is their number times the
+//! subscribers of their room, `lost = expected - unique deliveries`.
+//!
+//! Without `--rate`, each publisher sends as fast as a window allows: at most `--window`
+//! messages not yet delivered to every subscriber of its room (tracked with shared counters),
+//! so no server is pushed into cutting slow consumers and queues stay bounded.
+
+mod args;
+mod cpu;
+mod histogram;
+mod json;
+mod payload;
+mod report;
+mod run;
+mod shared;
+mod track;
+mod wire;
+mod worker;
+
+pub use args::{BenchArgs, Protocol};
+pub use run::run;
