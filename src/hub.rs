@@ -266,7 +266,10 @@ impl<T, L> Hub<T, L> {
                 return;
             }
             match conn.session.next_request(&mut conn.input) {
-                Ok(Some(request)) => self.apply(key, request, now),
+                Ok(Some(request)) => {
+                    self.apply(key, request, now);
+                    self.cut_slow_consumers(now);
+                }
                 Ok(None) => return,
                 Err(fault) => self.fault(key, fault, now),
             }
@@ -307,6 +310,7 @@ impl<T, L> Hub<T, L> {
                 self.close(key, ErrorCode::Timeout, text, now);
             }
         }
+        self.cut_slow_consumers(now);
     }
 
     /// Starts closing every connection with `SHUTTING_DOWN`.
@@ -700,6 +704,11 @@ impl<T, L> Hub<T, L> {
             return;
         }
         conn.outbox.push_slice(&frame);
+        // Replies count against the output limit too: a client that sends requests and never
+        // reads the answers is a slow consumer like any other.
+        if conn.outbox.queued_bytes() > self.config.output_bytes_max {
+            self.slow.push(key);
+        }
         self.queue_flush(key);
     }
 

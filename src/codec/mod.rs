@@ -12,9 +12,7 @@ pub mod peer;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::DecodeError;
-use crate::limits::{
-    FRAME_BODY_BYTES_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX, ROOM_NAME_BYTES_MAX, TOKEN_BYTES_MAX, USER_NAME_BYTES_MAX,
-};
+use crate::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -320,7 +318,6 @@ impl ClientFrame {
         use frame_type::*;
         match self {
             Self::Hello(h) => {
-                debug_assert!(h.name.len() <= USER_NAME_BYTES_MAX && h.token.len() <= TOKEN_BYTES_MAX);
                 put_header(dst, HELLO, 4 + h.name.len() + h.token.len());
                 dst.put_u8(h.version);
                 dst.put_u8(h.flags);
@@ -409,7 +406,6 @@ fn put_short_str(dst: &mut BytesMut, s: &[u8]) {
 
 /// Appends a `PUBLISH` frame.
 pub fn encode_publish(dst: &mut BytesMut, room: &[u8], payload: &[u8]) {
-    debug_assert!(room.len() <= ROOM_NAME_BYTES_MAX && payload.len() <= PAYLOAD_BYTES_MAX);
     put_header(dst, frame_type::PUBLISH, 1 + room.len() + payload.len());
     put_short_str(dst, room);
     dst.put_slice(payload);

@@ -4,7 +4,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::error::ErrorCode;
-use crate::limits::ERROR_TEXT_BYTES_MAX;
+use crate::limits::{ERROR_TEXT_BYTES_MAX, ROOM_NAME_BYTES_MAX, TOKEN_BYTES_MAX, USER_NAME_BYTES_MAX};
 
 /// A frame with `body`, its header declaring `body.len()`.
 fn frame(kind: u8, body: &[u8]) -> BytesMut {

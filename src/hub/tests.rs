@@ -595,3 +595,21 @@ fn shut_down_closes_everyone_in_their_dialect() {
     assert!(out.starts_with("error 10 SHUTTING_DOWN: ") && out.ends_with('\n'), "{out:?}");
     assert_eq!(hub.room_count(), 0);
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_a_slow_consumer_too() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| c.output_bytes_max = MIN_OUTPUT_BYTES);
+    let pinger = member(&mut hub, "pinger", &["r"], now);
+    let ping = encode(ClientFrame::Ping(7));
+    let pongs_to_cut = MIN_OUTPUT_BYTES / ping.len() + 1;
+    let mut sent = 0;
+    while !hub.conn_mut(pinger).unwrap().is_closing() {
+        assert!(sent <= pongs_to_cut, "still open after {sent} unread PONGs");
+        send(&mut hub, pinger, &ping, now);
+        sent += 1;
+    }
+    assert_eq!(sent, pongs_to_cut, "cut by the PONG that passed the limit");
+    assert_eq!(error_codes(&drain(&mut hub, pinger)), vec![error(ErrorCode::SlowConsumer)]);
+    assert_eq!(hub.stats().slow_consumers, 1);
+}
