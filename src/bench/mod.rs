@@ -35,4 +35,5 @@ mod wire;
 mod worker;
 
 pub use args::{BenchArgs, Protocol};
-pub use run::run;
+pub use report::Report;
+pub use run::{measure, run};

@@ -36,7 +36,7 @@ pub fn expected_deliveries(plan: &Plan, shared: &Shared) -> u64 {
         .sum()
 }
 
-/// Everything a run found.
+/// Everything a run found: counts, latency, CPU; printable as a table or one JSON line.
 #[derive(Debug)]
 pub struct Report {
     plan: Plan,
@@ -76,12 +76,54 @@ impl Report {
         count as f64 / self.timing.measured.as_secs_f64().max(1e-9)
     }
 
-    fn lost(&self) -> u64 {
+    /// Messages published in the measured window.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Deliveries the subscribers should have received: each measured publish times the
+    /// subscribers of its room.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
+    /// Deliveries of measured messages, duplicates included.
+    pub fn delivered(&self) -> u64 {
+        self.counters.delivered
+    }
+
+    /// Measured messages delivered at least once, counted once per subscriber.
+    pub fn unique(&self) -> u64 {
+        self.counters.unique
+    }
+
+    /// Expected deliveries that never arrived.
+    pub fn lost(&self) -> u64 {
         self.expected.saturating_sub(self.counters.unique)
     }
 
+    /// Deliveries a subscriber had already received.
+    pub fn duplicated(&self) -> u64 {
+        self.counters.duplicated
+    }
+
+    /// Deliveries with a sequence number below one already received from the same publisher.
+    pub fn reordered(&self) -> u64 {
+        self.counters.reordered
+    }
+
+    /// Deliveries that broke room isolation or were not bench payloads.
+    pub fn misdelivered(&self) -> u64 {
+        self.counters.misrouted + self.counters.malformed
+    }
+
+    /// Connections lost after set-up.
+    pub fn disconnects(&self) -> u64 {
+        self.counters.disconnects
+    }
+
     /// Unique deliveries beyond what was expected: always 0 unless the bench itself is wrong.
-    fn surplus(&self) -> u64 {
+    pub fn surplus(&self) -> u64 {
         self.counters.unique.saturating_sub(self.expected)
     }
 

@@ -29,8 +29,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Runs `fanout bench`: prints the summary (and the JSON line with `--json`) on stdout, errors
 /// on stderr.
 pub fn run(args: BenchArgs) -> ExitCode {
-    let result = Plan::new(&args).and_then(execute);
-    match result {
+    match measure(&args) {
         Ok(report) => {
             print!("{}", report.table());
             if args.json {
@@ -43,6 +42,12 @@ pub fn run(args: BenchArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the bench described by `args` and returns its findings without printing anything
+/// (for tests and tools); the error says why the run could not be made.
+pub fn measure(args: &BenchArgs) -> Result<Report, String> {
+    execute(Plan::new(args)?)
 }
 
 fn execute(plan: Plan) -> Result<Report, String> {
