@@ -101,7 +101,8 @@ pub struct Stats {
 struct PendingJoin {
     token: u64,
     awaiting: Vec<PeerId>,
-    waiters: Vec<ConnKey>,
+    /// Connections owed a `JOINED`, with their session ids: a slot may be reused meanwhile.
+    waiters: Vec<(ConnKey, u64)>,
 }
 
 /// Whether a connection still takes part in the chat.
@@ -126,9 +127,18 @@ pub struct Conn<T> {
     outbox: Outbox,
     flush_queued: bool,
     state: State,
+    /// Waiting for a `JOINED`: the connection's later requests wait too, so its replies
+    /// keep request order.
+    awaiting_joined: bool,
 }
 
 impl<T> Conn<T> {
+    /// True while the connection waits for a `JOINED`; the reactor stops reading it until the
+    /// hub lists it in [`Hub::take_resumed`].
+    pub fn is_paused(&self) -> bool {
+        self.awaiting_joined
+    }
+
     /// The connection's output queue (the reactor flushes it).
     pub fn outbox_mut(&mut self) -> &mut Outbox {
         &mut self.outbox
@@ -160,6 +170,7 @@ pub struct Hub<T, L = ()> {
     pending: HashMap<Bytes, PendingJoin>,
     tokens_issued: u64,
     links_to_flush: Vec<PeerId>,
+    resumed: Vec<ConnKey>,
     config: HubConfig,
     to_flush: Vec<ConnKey>,
     finished: Vec<ConnKey>,
@@ -184,6 +195,7 @@ impl<T, L> Hub<T, L> {
             pending: HashMap::new(),
             tokens_issued: 0,
             links_to_flush: Vec::new(),
+            resumed: Vec::new(),
             config,
             to_flush: Vec::new(),
             finished: Vec::new(),
@@ -219,6 +231,7 @@ impl<T, L> Hub<T, L> {
             outbox: Outbox::new(),
             flush_queued: false,
             state: State::Open,
+            awaiting_joined: false,
         }))
     }
 
@@ -263,6 +276,9 @@ impl<T, L> Hub<T, L> {
             };
             if conn.is_closing() {
                 conn.input.clear();
+                return;
+            }
+            if conn.awaiting_joined {
                 return;
             }
             match conn.session.next_request(&mut conn.input) {
@@ -455,6 +471,7 @@ impl<T, L> Hub<T, L> {
 
     /// A member joined `room`; `created` if it is the room's first local member.
     fn joined(&mut self, key: ConnKey, room: &[u8], created: bool) {
+        let waiter = (key, self.conns[key].session.session_id());
         if created {
             let awaiting: Vec<PeerId> =
                 (0..self.links.len()).filter(|p| self.links[*p].state != LinkState::Down).collect();
@@ -464,15 +481,23 @@ impl<T, L> Hub<T, L> {
                 for &peer in &awaiting {
                     self.send_to_peer(peer, |dst| encode_interest(dst, true, token, room));
                 }
-                let pending = PendingJoin { token, awaiting, waiters: vec![key] };
+                let pending = PendingJoin { token, awaiting, waiters: vec![waiter] };
                 self.pending.insert(Bytes::copy_from_slice(room), pending);
+                self.conns[key].awaiting_joined = true;
                 return;
             }
         } else if let Some(pending) = self.pending.get_mut(room) {
-            pending.waiters.push(key);
+            pending.waiters.push(waiter);
+            self.conns[key].awaiting_joined = true;
             return;
         }
         self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, room));
+    }
+
+    /// Connections that stopped waiting for a `JOINED` since the last call: read them again.
+    pub fn take_resumed(&mut self, into: &mut Vec<ConnKey>) {
+        into.clear();
+        std::mem::swap(into, &mut self.resumed);
     }
 
     /// `room` lost its last local member: withdraw it from every peer.
@@ -536,14 +561,14 @@ impl<T, L> Hub<T, L> {
                 Ok(None) => return,
                 Err(e) => {
                     log::error!("peer link {peer} sent a bad frame: {e}; dropping the link");
-                    return self.link_down(peer);
+                    return self.link_down(peer, now);
                 }
             }
         }
     }
 
     /// The link failed: forget the peer's interest and stop waiting for its acks.
-    pub fn link_down(&mut self, peer: PeerId) {
+    pub fn link_down(&mut self, peer: PeerId, now: Instant) {
         let Some(link) = self.links.get_mut(peer) else {
             return;
         };
@@ -557,7 +582,7 @@ impl<T, L> Hub<T, L> {
         self.interest.remove_peer(peer);
         let tokens: Vec<u64> = self.pending.values().map(|p| p.token).collect();
         for token in tokens {
-            self.acked(peer, token);
+            self.acked(peer, token, now);
         }
     }
 
@@ -574,7 +599,7 @@ impl<T, L> Hub<T, L> {
             PeerFrame::Hello { version, node_id, core_id } => {
                 if version != LINK_VERSION {
                     log::error!("peer link {peer} speaks version {version}, we speak {LINK_VERSION}");
-                    return self.link_down(peer);
+                    return self.link_down(peer, now);
                 }
                 log::debug!("peer link {peer} is node {node_id} core {core_id}");
                 self.links[peer].state = LinkState::Up { node_id, core_id };
@@ -591,7 +616,7 @@ impl<T, L> Hub<T, L> {
                     });
                 }
             }
-            PeerFrame::InterestAck(token) => self.acked(peer, token),
+            PeerFrame::InterestAck(token) => self.acked(peer, token, now),
             PeerFrame::Forward { room, body } => self.deliver_forward(&room, &body, now),
             PeerFrame::Ping(nonce) => self.send_to_peer(peer, |dst| encode_nonce(dst, frame_type::PONG, nonce)),
             PeerFrame::Pong(_) => {}
@@ -599,7 +624,7 @@ impl<T, L> Hub<T, L> {
     }
 
     /// `peer` applied the interest with `token`; when every peer has, the waiters get `JOINED`.
-    fn acked(&mut self, peer: PeerId, token: u64) {
+    fn acked(&mut self, peer: PeerId, token: u64, now: Instant) {
         let Some((room, pending)) = self.pending.iter_mut().find(|(_, p)| p.token == token) else {
             return;
         };
@@ -611,10 +636,18 @@ impl<T, L> Hub<T, L> {
         let Some(pending) = self.pending.remove(&room) else {
             return;
         };
-        for key in pending.waiters {
-            if self.conns.get(key).is_some_and(|c| !c.is_closing()) {
-                self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, &room));
+        for (key, session_id) in pending.waiters {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.session.session_id() != session_id || conn.is_closing() {
+                continue;
             }
+            conn.awaiting_joined = false;
+            self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, &room));
+            self.resumed.push(key);
+            // Requests that arrived behind the JOIN run now, in order.
+            self.handle_input(key, now);
         }
     }
 

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use fanout::client::{Client, ClientError, Event};
 use fanout::config::{ServerConfig, DEFAULT_LISTEN};
 use fanout::limits;
-use fanout::reactor::Server;
+use fanout::server::Server;
 use log::LevelFilter;
 
 #[derive(Parser)]

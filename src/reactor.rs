@@ -1,16 +1,13 @@
-//! The mio event loops, and nothing else: readiness → read → [`Hub`] → flush.
+//! One core's mio event loop, and nothing else: readiness → read → [`Hub`] → flush.
 //!
-//! A [`Server`] runs one `Reactor` per core, each a thread with its own `Poll`, its own listener
-//! on the shared address (SO_REUSEPORT: the kernel spreads connections) and its own [`Hub`].
-//! Reactors are linked pairwise by Unix socket pairs that carry peer frames: the same framing
-//! and the same [`crate::link::Link`] type that will link nodes, so the hub cannot tell a
-//! sibling core from a remote node.
+//! A `Reactor` owns one `Poll`, one listener and one [`Hub`] whose slab holds every
+//! connection's socket; [`crate::server::Server`] runs one per core and links them.
 //!
-//! One `Reactor` owns one `Poll`, one listener and one [`Hub`] whose slab holds every
-//! connection's socket. Each turn it reads from every readable connection (at most
-//! [`READ_BYTES_PER_TURN_MAX`] each, so a flooder cannot starve the rest), lets the hub route
-//! what arrived, then flushes every connection that got bytes — once, with vectored writes.
-//! WRITABLE interest is registered only while a connection has bytes the kernel refused.
+//! Each turn it reads from every readable connection (at most [`READ_BYTES_PER_TURN_MAX`]
+//! each, so a flooder cannot starve the rest), takes the mail its sibling reactors sent, lets
+//! the hub route what arrived, then flushes every connection that got bytes — once, with
+//! vectored writes — and hands each sibling one batch of frames. WRITABLE interest is
+//! registered only while a connection has bytes the kernel refused.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -18,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -26,23 +23,13 @@ use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::interest::PeerId;
 use crate::limits::{READ_BYTES_PER_TURN_MAX, READ_CHUNK_BYTES};
+use crate::mailbox::{MailLink, Mailbox, Sent};
 use crate::outbox::Flush;
 use crate::router::ConnKey;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
-/// Peer links take the tokens below this one, counting down.
-const LINK_TOKENS_TOP: usize = usize::MAX - 16;
-
-fn link_token(peer: PeerId) -> Token {
-    Token(LINK_TOKENS_TOP - peer)
-}
-
-fn link_of(token: Token) -> Option<PeerId> {
-    let peer = LINK_TOKENS_TOP.checked_sub(token.0)?;
-    (peer <= usize::from(crate::hub::MAX_CORE_ID)).then_some(peer)
-}
 
 /// Readiness events taken from the kernel per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
@@ -59,14 +46,6 @@ pub struct ConnSocket {
     read_queued: bool,
 }
 
-/// A peer link's socket and whether WRITABLE interest is registered for it.
-#[derive(Debug)]
-pub struct LinkSocket {
-    stream: UnixStream,
-    wants_write: bool,
-    read_queued: bool,
-}
-
 /// Stops running reactors from another thread.
 #[derive(Debug, Clone)]
 pub struct StopHandle {
@@ -75,6 +54,11 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
+    /// A handle that sets `stop` and wakes every one of `wakers`.
+    pub(crate) fn new(stop: Arc<AtomicBool>, wakers: Vec<Arc<Waker>>) -> Self {
+        Self { stop, wakers }
+    }
+
     /// Asks every reactor to close its connections with `SHUTTING_DOWN` and return.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
@@ -86,90 +70,16 @@ impl StopHandle {
     }
 }
 
-/// Every reactor of one server, built and linked, ready to run.
-pub struct Server {
-    reactors: Vec<Reactor>,
-    stop: StopHandle,
-}
-
-impl Server {
-    /// Binds `threads` reactors to `config.listen` and links each pair of them.
-    pub fn bind(config: ServerConfig, threads: usize) -> io::Result<Self> {
-        if threads == 0 || threads > usize::from(crate::hub::MAX_CORE_ID) + 1 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "--threads must be between 1 and 256"));
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut reactors: Vec<Reactor> = Vec::with_capacity(threads);
-        let mut listen_on = config.listen;
-        for core in 0..threads {
-            let mut core_config = config.clone();
-            core_config.listen = listen_on;
-            core_config.hub.core_id = core as u16;
-            let reactor = Reactor::bind_shared(core_config, threads > 1, stop.clone())?;
-            // With port 0, the first bind picks the port; the others share it.
-            listen_on = reactor.local_addr()?;
-            reactors.push(reactor);
-        }
-        for a in 0..threads {
-            for b in a + 1..threads {
-                let (to_b, to_a) = UnixStream::pair()?;
-                reactors[a].add_link(to_b)?;
-                reactors[b].add_link(to_a)?;
-            }
-        }
-        let wakers = reactors.iter().map(|r| r.waker.clone()).collect();
-        Ok(Self { reactors, stop: StopHandle { stop, wakers } })
-    }
-
-    /// The address clients connect to.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.reactors[0].local_addr()
-    }
-
-    /// A handle that stops every reactor from another thread.
-    pub fn stop_handle(&self) -> StopHandle {
-        self.stop.clone()
-    }
-
-    /// Runs every reactor, the first on this thread (it also takes SIGINT/SIGTERM when
-    /// `catch_signals`), until stopped; returns the first error any reactor hit.
-    pub fn run(self, catch_signals: bool) -> io::Result<()> {
-        let mut reactors = self.reactors.into_iter();
-        let Some(first) = reactors.next() else {
-            return Ok(());
-        };
-        let mut threads = Vec::new();
-        for reactor in reactors {
-            let core = reactor.config.hub.core_id;
-            let stop = self.stop.clone();
-            let thread = std::thread::Builder::new().name(format!("fanout-core-{core}")).spawn(move || {
-                let result = reactor.run(false);
-                // One reactor failing stops the server rather than leaving a core half-linked.
-                stop.stop();
-                result
-            })?;
-            threads.push(thread);
-        }
-        let mut result = first.run(catch_signals);
-        self.stop.stop();
-        for thread in threads {
-            let joined = thread.join().unwrap_or_else(|_| Err(io::Error::other("a reactor thread panicked")));
-            result = result.and(joined);
-        }
-        result
-    }
-}
-
 /// One event loop with its listener and connections.
 pub struct Reactor {
     poll: Poll,
     listener: TcpListener,
-    hub: Hub<ConnSocket, LinkSocket>,
+    hub: Hub<ConnSocket, MailLink>,
+    mailbox: Mailbox,
     config: ServerConfig,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     read_queue: Vec<ConnKey>,
-    link_read_queue: Vec<PeerId>,
     scratch: Vec<u8>,
     accept_paused_until: Option<Instant>,
 }
@@ -180,7 +90,8 @@ impl Reactor {
         Self::bind_shared(config, false, Arc::new(AtomicBool::new(false)))
     }
 
-    fn bind_shared(config: ServerConfig, reuse_port: bool, stop: Arc<AtomicBool>) -> io::Result<Self> {
+    /// Binds a reactor that may share its address with siblings and stops with them.
+    pub(crate) fn bind_shared(config: ServerConfig, reuse_port: bool, stop: Arc<AtomicBool>) -> io::Result<Self> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let mut listener = listen(config.listen, config.backlog, reuse_port)?;
@@ -190,11 +101,11 @@ impl Reactor {
             poll,
             listener,
             hub: Hub::new(config.hub.clone()),
+            mailbox: Mailbox::new(waker.clone()),
             config,
             stop,
             waker,
             read_queue: Vec::new(),
-            link_read_queue: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
             accept_paused_until: None,
         })
@@ -207,13 +118,32 @@ impl Reactor {
 
     /// A handle that stops this reactor from another thread.
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle { stop: self.stop.clone(), wakers: vec![self.waker.clone()] }
+        StopHandle::new(self.stop.clone(), vec![self.waker.clone()])
     }
 
-    fn add_link(&mut self, stream: UnixStream) -> io::Result<()> {
-        let peer = self.hub.add_link(LinkSocket { stream, wants_write: false, read_queued: false });
-        let link = self.hub.link_mut(peer).expect("just added");
-        self.poll.registry().register(&mut link.io.stream, link_token(peer), Interest::READABLE)
+    /// The reactor's waker, for siblings that stop it.
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// The reactor's incoming mail, for siblings that link to it.
+    pub(crate) fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+
+    /// How many peer links the reactor has: the id its next link will get.
+    pub(crate) fn link_count(&self) -> usize {
+        self.hub.link_count()
+    }
+
+    /// Adds a link to a sibling reactor.
+    pub(crate) fn add_link(&mut self, link: MailLink) -> PeerId {
+        self.hub.add_link(link)
+    }
+
+    /// The reactor's core id.
+    pub(crate) fn core_id(&self) -> u16 {
+        self.config.hub.core_id
     }
 
     /// Runs until stopped by the handle or, with `catch_signals`, by SIGINT or SIGTERM.
@@ -233,11 +163,8 @@ impl Reactor {
         let mut peers = Vec::new();
         loop {
             let now = Instant::now();
-            let timeout = if self.read_queue.is_empty() && self.link_read_queue.is_empty() {
-                next_tick.saturating_duration_since(now)
-            } else {
-                Duration::ZERO
-            };
+            let timeout =
+                if self.read_queue.is_empty() { next_tick.saturating_duration_since(now) } else { Duration::ZERO };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -249,16 +176,7 @@ impl Reactor {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(now),
-                    WAKER => {}
-                    token if link_of(token).is_some() => {
-                        let peer = link_of(token).unwrap_or_default();
-                        if event.is_writable() {
-                            self.flush_link(peer);
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.queue_link_read(peer);
-                        }
-                    }
+                    WAKER => self.take_mail(now),
                     SIGNALS => {
                         if let Some(signals) = signals.as_mut() {
                             for signal in signals.pending() {
@@ -285,16 +203,16 @@ impl Reactor {
             for key in keys.drain(..) {
                 self.read(key, now);
             }
-            std::mem::swap(&mut peers, &mut self.link_read_queue);
-            for peer in peers.drain(..) {
-                self.read_link(peer, now);
-            }
             if now >= next_tick {
                 self.hub.tick(now);
                 next_tick = now + tick;
             }
             if stopping {
                 self.hub.shut_down(now);
+            }
+            self.hub.take_resumed(&mut keys);
+            for key in keys.drain(..) {
+                self.queue_read(key);
             }
             self.flush_queued(&mut keys);
             self.hub.take_links_to_flush(&mut peers);
@@ -366,6 +284,10 @@ impl Reactor {
             return;
         };
         conn.io.read_queued = false;
+        if conn.is_paused() {
+            // The hub lists it in take_resumed when it may go on; the bytes wait in the kernel.
+            return;
+        }
         let mut total = 0;
         let mut hangup = false;
         loop {
@@ -448,82 +370,32 @@ impl Reactor {
         }
     }
 
-    fn queue_link_read(&mut self, peer: PeerId) {
-        if let Some(link) = self.hub.link_mut(peer) {
-            if !link.io.read_queued {
-                link.io.read_queued = true;
-                self.link_read_queue.push(peer);
+    /// Drains the mailbox: peer frames from siblings, and wake-ups that mean "room again".
+    fn take_mail(&mut self, now: Instant) {
+        while let Some(mail) = self.mailbox.try_take() {
+            let Some(link) = self.hub.link_mut(mail.from) else {
+                continue;
+            };
+            link.io.taken(mail.bytes.len());
+            if link.input.is_empty() {
+                link.input = bytes::BytesMut::from(&mail.bytes[..]);
+            } else {
+                link.input.extend_from_slice(&mail.bytes);
             }
+            self.hub.handle_link_input(mail.from, now);
         }
-    }
-
-    fn read_link(&mut self, peer: PeerId, now: Instant) {
-        let Some(link) = self.hub.link_mut(peer) else {
-            return;
-        };
-        link.io.read_queued = false;
-        let mut total = 0;
-        let mut failed = false;
-        loop {
-            match link.io.stream.read(&mut self.scratch) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => {
-                    link.input.extend_from_slice(&self.scratch[..n]);
-                    total += n;
-                    if total >= READ_BYTES_PER_TURN_MAX {
-                        link.io.read_queued = true;
-                        self.link_read_queue.push(peer);
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::error!("read from peer link {peer}: {e}");
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if total > 0 {
-            self.hub.handle_link_input(peer, now);
-        }
-        if failed {
-            self.drop_link(peer);
+        // A sibling that took our mail may have made room for what we held back.
+        for peer in 0..self.hub.link_count() {
+            self.flush_link(peer);
         }
     }
 
     fn flush_link(&mut self, peer: PeerId) {
-        let Some(link) = self.hub.link_mut(peer) else {
-            return;
-        };
-        let (socket, outbox) = link.io_and_outbox();
-        let result = outbox.flush_to(&mut socket.stream);
-        let registry = self.poll.registry();
-        let wants_write = match result {
-            Ok(Flush::Drained) => false,
-            Ok(Flush::Blocked) => true,
-            Err(e) => {
-                log::error!("write to peer link {peer}: {e}");
-                return self.drop_link(peer);
-            }
-        };
-        if wants_write != socket.wants_write {
-            socket.wants_write = wants_write;
-            let interest = if wants_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            if let Err(e) = registry.reregister(&mut socket.stream, link_token(peer), interest) {
-                log::error!("reregister peer link {peer}: {e}");
-            }
-        }
-    }
-
-    fn drop_link(&mut self, peer: PeerId) {
-        self.hub.link_down(peer);
         if let Some(link) = self.hub.link_mut(peer) {
-            let _ = self.poll.registry().deregister(&mut link.io.stream);
+            let (mail, outbox) = link.io_and_outbox();
+            if mail.send(outbox) == Sent::Blocked {
+                log::debug!("peer link {peer} is behind; holding frames back");
+            }
         }
     }
 

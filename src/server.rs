@@ -1,0 +1,94 @@
+//! A whole node: one [`Reactor`] per core, linked pairwise by peer links.
+//!
+//! Each reactor is a thread with its own `Poll`, its own listener on the shared address
+//! (SO_REUSEPORT: the kernel spreads new connections over the listeners) and its own hub.
+//! Sibling reactors are linked by [`crate::mailbox::MailLink`]s carrying peer frames — the same
+//! framing and the same [`crate::link::Link`] type that will link nodes, so routing cannot tell
+//! a sibling core from a remote node. The README has the measurements behind both choices.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::config::ServerConfig;
+use crate::hub::MAX_CORE_ID;
+use crate::mailbox::MailLink;
+use crate::reactor::{Reactor, StopHandle};
+
+/// Every reactor of one server, built and linked, ready to run.
+pub struct Server {
+    reactors: Vec<Reactor>,
+    stop: StopHandle,
+}
+
+impl Server {
+    /// Binds `threads` reactors to `config.listen` and links each pair of them.
+    pub fn bind(config: ServerConfig, threads: usize) -> io::Result<Self> {
+        if threads == 0 || threads > usize::from(MAX_CORE_ID) + 1 {
+            let text = format!("--threads must be between 1 and {}", usize::from(MAX_CORE_ID) + 1);
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, text));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut reactors: Vec<Reactor> = Vec::with_capacity(threads);
+        let mut listen_on = config.listen;
+        for core in 0..threads {
+            let mut core_config = config.clone();
+            core_config.listen = listen_on;
+            core_config.hub.core_id = core as u16;
+            let reactor = Reactor::bind_shared(core_config, threads > 1, stop.clone())?;
+            // With port 0 the first bind picks the port; the others share it.
+            listen_on = reactor.local_addr()?;
+            reactors.push(reactor);
+        }
+        for a in 0..threads {
+            for b in a + 1..threads {
+                let (a_at_b, b_at_a) = (reactors[b].link_count(), reactors[a].link_count());
+                let (at_a, at_b) = MailLink::pair(reactors[a].mailbox(), a_at_b, reactors[b].mailbox(), b_at_a);
+                let added_a = reactors[a].add_link(at_a);
+                let added_b = reactors[b].add_link(at_b);
+                debug_assert_eq!((added_a, added_b), (b_at_a, a_at_b), "peer ids are link indexes");
+            }
+        }
+        let wakers = reactors.iter().map(Reactor::waker).collect();
+        Ok(Self { reactors, stop: StopHandle::new(stop, wakers) })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.reactors[0].local_addr()
+    }
+
+    /// A handle that stops every reactor from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Runs every reactor, the first on this thread (it also takes SIGINT/SIGTERM when
+    /// `catch_signals`), until stopped; returns the first error any reactor hit.
+    pub fn run(self, catch_signals: bool) -> io::Result<()> {
+        let mut reactors = self.reactors.into_iter();
+        let Some(first) = reactors.next() else {
+            return Ok(());
+        };
+        let mut threads = Vec::new();
+        for reactor in reactors {
+            let stop = self.stop.clone();
+            let name = format!("fanout-core-{}", reactor.core_id());
+            let thread = std::thread::Builder::new().name(name).spawn(move || {
+                let result = reactor.run(false);
+                // One reactor failing stops the server rather than leaving it half up.
+                stop.stop();
+                result
+            })?;
+            threads.push(thread);
+        }
+        let mut result = first.run(catch_signals);
+        self.stop.stop();
+        for thread in threads {
+            let joined = thread.join().unwrap_or_else(|_| Err(io::Error::other("a reactor thread panicked")));
+            result = result.and(joined);
+        }
+        result
+    }
+}
