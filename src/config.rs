@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub backlog: i32,
     /// Limits and timeouts of the connections.
     pub hub: HubConfig,
+    /// Where to serve Prometheus metrics over HTTP, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A configuration that cannot work, found before the server starts.
@@ -39,7 +41,7 @@ impl std::error::Error for ConfigError {}
 impl ServerConfig {
     /// The defaults, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
-        Self { listen, backlog: DEFAULT_BACKLOG, hub: HubConfig::default() }
+        Self { listen, backlog: DEFAULT_BACKLOG, hub: HubConfig::default(), metrics: None }
     }
 
     /// Checks the relations between settings that the types cannot.

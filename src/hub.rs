@@ -93,6 +93,16 @@ pub struct Stats {
     pub forwards_received: u64,
     /// Forwards dropped because a peer link's queue was over its limit.
     pub forwards_dropped: u64,
+    /// `ERROR` frames sent, by code, in [`ErrorCode::ALL`] order.
+    pub errors: [u64; ErrorCode::ALL.len()],
+}
+
+impl Stats {
+    fn count_error(&mut self, code: ErrorCode) {
+        if let Some(at) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[at] += 1;
+        }
+    }
 }
 
 /// A room whose first local member is waiting until every peer has applied the room's
@@ -546,6 +556,17 @@ impl<T, L> Hub<T, L> {
         self.links.len()
     }
 
+    /// Peer links up (or opening) and down.
+    pub fn links_up_down(&self) -> (usize, usize) {
+        let down = self.links.iter().filter(|l| l.state == LinkState::Down).count();
+        (self.links.len() - down, down)
+    }
+
+    /// Bytes queued on all peer links.
+    pub fn link_queued_bytes(&self) -> usize {
+        self.links.iter().map(|l| l.outbox.queued_bytes()).sum()
+    }
+
     /// Decodes and applies everything in the link's input buffer.
     pub fn handle_link_input(&mut self, peer: PeerId, now: Instant) {
         loop {
@@ -697,6 +718,7 @@ impl<T, L> Hub<T, L> {
             RouteError::NotAMember => (ErrorCode::NotAMember, format!("not a member of {room}")),
             RouteError::AlreadyAMember => (ErrorCode::AlreadyAMember, format!("already a member of {room}")),
         };
+        self.stats.count_error(code);
         self.reply(key, |dst| encode_error_raw(dst, code as u16, text.as_bytes()));
     }
 
@@ -705,6 +727,7 @@ impl<T, L> Hub<T, L> {
             self.stats.fatal_errors += 1;
             self.close(key, fault.code, &fault.text, now);
         } else {
+            self.stats.count_error(fault.code);
             self.reply(key, |dst| encode_error_raw(dst, fault.code as u16, fault.text.as_bytes()));
         }
     }
@@ -712,7 +735,13 @@ impl<T, L> Hub<T, L> {
     /// Takes the connection out of every room, replaces its queue with one error, and lets it
     /// linger so the error can be read before the socket goes.
     fn close(&mut self, key: ConnKey, code: ErrorCode, text: &str, now: Instant) {
-        log::debug!("closing connection {key}: {code}: {text}");
+        let session = self.conns[key].session.session_id();
+        if code == ErrorCode::ShuttingDown {
+            log::debug!("closing connection {key} (session {session}): {code}: {text}");
+        } else {
+            log::info!("closing connection {key} (session {session}): {code}: {text}");
+        }
+        self.stats.count_error(code);
         self.leave_all(key);
         let conn = &mut self.conns[key];
         conn.state = State::Closing { deadline: now + LINGER };

@@ -22,6 +22,8 @@ pub mod limits;
 pub mod link;
 pub mod logging;
 pub mod mailbox;
+pub mod metrics;
+pub mod metrics_server;
 pub mod outbox;
 pub mod reactor;
 pub mod router;

@@ -52,6 +52,9 @@ struct ServeArgs {
     /// Further silence after a ping before the client is closed, in milliseconds.
     #[arg(long, default_value_t = limits::PING_TIMEOUT.as_millis() as u64)]
     ping_timeout_ms: u64,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// Reactor threads, each owning its share of the connections (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -94,6 +97,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.hub.timeouts.handshake = Duration::from_millis(args.handshake_timeout_ms);
     config.hub.timeouts.ping_interval = Duration::from_millis(args.ping_interval_ms);
     config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
+    config.metrics = args.metrics;
     let threads =
         args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
     let reactor = match Server::bind(config, threads) {

@@ -24,6 +24,8 @@ use crate::hub::Hub;
 use crate::interest::PeerId;
 use crate::limits::{READ_BYTES_PER_TURN_MAX, READ_CHUNK_BYTES};
 use crate::mailbox::{MailLink, Mailbox, Sent};
+use crate::metrics::{ReactorMetrics, Snapshot};
+use crate::metrics_server::MetricsEndpoint;
 use crate::outbox::Flush;
 use crate::router::ConnKey;
 
@@ -82,6 +84,18 @@ pub struct Reactor {
     read_queue: Vec<ConnKey>,
     scratch: Vec<u8>,
     accept_paused_until: Option<Instant>,
+    metrics: Arc<ReactorMetrics>,
+    metrics_endpoint: Option<MetricsEndpoint>,
+    counters: Counters,
+}
+
+/// What the reactor itself counts (the hub counts the rest).
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_in: u64,
+    bytes_out: u64,
+    loop_turns: u64,
+    flushed_last_turn: u64,
 }
 
 impl Reactor {
@@ -108,6 +122,9 @@ impl Reactor {
             read_queue: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
             accept_paused_until: None,
+            metrics: Arc::new(ReactorMetrics::default()),
+            metrics_endpoint: None,
+            counters: Counters::default(),
         })
     }
 
@@ -177,6 +194,11 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept_all(now),
                     WAKER => self.take_mail(now),
+                    token if MetricsEndpoint::owns(token) => {
+                        if let Some(endpoint) = self.metrics_endpoint.as_mut() {
+                            endpoint.handle(self.poll.registry(), token, now);
+                        }
+                    }
                     SIGNALS => {
                         if let Some(signals) = signals.as_mut() {
                             for signal in signals.pending() {
@@ -205,6 +227,9 @@ impl Reactor {
             }
             if now >= next_tick {
                 self.hub.tick(now);
+                if let Some(endpoint) = self.metrics_endpoint.as_mut() {
+                    endpoint.tick(self.poll.registry(), now);
+                }
                 next_tick = now + tick;
             }
             if stopping {
@@ -220,6 +245,7 @@ impl Reactor {
                 self.flush_link(peer);
             }
             self.remove_finished(&mut keys);
+            self.publish_metrics();
             if stopping {
                 log::info!("stopped with {} connections closed", self.hub.len());
                 return Ok(());
@@ -301,6 +327,7 @@ impl Reactor {
                         conn.input.extend_from_slice(&self.scratch[..n]);
                     }
                     total += n;
+                    self.counters.bytes_in += n as u64;
                     if total >= READ_BYTES_PER_TURN_MAX {
                         // Come back next turn; edge-triggered readiness will not remind us.
                         conn.io.read_queued = true;
@@ -327,6 +354,7 @@ impl Reactor {
 
     fn flush_queued(&mut self, keys: &mut Vec<ConnKey>) {
         self.hub.take_to_flush(keys);
+        self.counters.flushed_last_turn = keys.len() as u64;
         for key in keys.drain(..) {
             self.flush(key);
         }
@@ -338,7 +366,9 @@ impl Reactor {
         };
         let closing = conn.is_closing();
         let (socket, outbox) = conn.io_and_outbox();
+        let queued = outbox.queued_bytes();
         let result = outbox.flush_to(&mut socket.stream);
+        self.counters.bytes_out += (queued - outbox.queued_bytes()) as u64;
         let registry = self.poll.registry();
         match result {
             Ok(Flush::Drained) => {
@@ -368,6 +398,45 @@ impl Reactor {
                 self.hub.handle_hangup(key);
             }
         }
+    }
+
+    /// Stores this turn's numbers where the metrics endpoint reads them.
+    fn publish_metrics(&mut self) {
+        self.counters.loop_turns += 1;
+        let stats = self.hub.stats();
+        let (links_up, links_down) = self.hub.links_up_down();
+        self.metrics.publish(&Snapshot {
+            connections: self.hub.len() as u64,
+            rooms: self.hub.room_count() as u64,
+            connections_opened: stats.connections_opened,
+            messages_in: stats.publishes,
+            messages_out: stats.deliveries,
+            bytes_in: self.counters.bytes_in,
+            bytes_out: self.counters.bytes_out,
+            slow_consumers: stats.slow_consumers,
+            errors: stats.errors,
+            links_up: links_up as u64,
+            links_down: links_down as u64,
+            forwards_sent: stats.forwards_sent,
+            forwards_received: stats.forwards_received,
+            forwards_dropped: stats.forwards_dropped,
+            loop_turns: self.counters.loop_turns,
+            flush_queue_depth: self.counters.flushed_last_turn,
+            link_queued_bytes: self.hub.link_queued_bytes() as u64,
+        });
+    }
+
+    /// This reactor's published metrics, for the reactor that serves them.
+    pub(crate) fn metrics(&self) -> Arc<ReactorMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves `GET /metrics` on `addr` with the numbers of every one of `reactors`.
+    pub(crate) fn serve_metrics(&mut self, addr: SocketAddr, reactors: Vec<Arc<ReactorMetrics>>) -> io::Result<()> {
+        let endpoint = MetricsEndpoint::bind(addr, self.poll.registry(), reactors)?;
+        log::info!("metrics on http://{}/metrics", endpoint.local_addr()?);
+        self.metrics_endpoint = Some(endpoint);
+        Ok(())
     }
 
     /// Drains the mailbox: peer frames from siblings, and wake-ups that mean "room again".

@@ -50,6 +50,10 @@ impl Server {
                 debug_assert_eq!((added_a, added_b), (b_at_a, a_at_b), "peer ids are link indexes");
             }
         }
+        if let Some(addr) = config.metrics {
+            let all = reactors.iter().map(Reactor::metrics).collect();
+            reactors[0].serve_metrics(addr, all)?;
+        }
         let wakers = reactors.iter().map(Reactor::waker).collect();
         Ok(Self { reactors, stop: StopHandle::new(stop, wakers) })
     }

@@ -1,0 +1,211 @@
+//! `fanout bench` against a live server: exact accounting and a valid JSON summary line.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use support::Server;
+
+/// A JSON value, parsed strictly enough to prove the bench's last line is valid JSON.
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    Number(f64),
+    Text(String),
+    List(Vec<Json>),
+    Object(BTreeMap<String, Json>),
+}
+
+struct Parser<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn parse(text: &str) -> Result<Json, String> {
+        let mut p = Parser { bytes: text.as_bytes(), at: 0 };
+        let value = p.value()?;
+        p.blank();
+        if p.at != p.bytes.len() {
+            return Err(format!("trailing bytes at {}", p.at));
+        }
+        Ok(value)
+    }
+
+    fn blank(&mut self) {
+        while self.bytes.get(self.at).is_some_and(|b| b.is_ascii_whitespace()) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, word: &str) -> bool {
+        if self.bytes[self.at..].starts_with(word.as_bytes()) {
+            self.at += word.len();
+            return true;
+        }
+        false
+    }
+
+    fn value(&mut self) -> Result<Json, String> {
+        self.blank();
+        match self.bytes.get(self.at) {
+            Some(b'{') => self.object(),
+            Some(b'[') => self.list(),
+            Some(b'"') => self.text().map(Json::Text),
+            Some(b'n') if self.eat("null") => Ok(Json::Null),
+            Some(b't') if self.eat("true") => Ok(Json::Bool(true)),
+            Some(b'f') if self.eat("false") => Ok(Json::Bool(false)),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            other => Err(format!("unexpected {other:?} at {}", self.at)),
+        }
+    }
+
+    fn object(&mut self) -> Result<Json, String> {
+        self.at += 1;
+        let mut map = BTreeMap::new();
+        self.blank();
+        if self.eat("}") {
+            return Ok(Json::Object(map));
+        }
+        loop {
+            self.blank();
+            let key = self.text()?;
+            self.blank();
+            if !self.eat(":") {
+                return Err(format!("expected ':' at {}", self.at));
+            }
+            map.insert(key, self.value()?);
+            self.blank();
+            if self.eat("}") {
+                return Ok(Json::Object(map));
+            }
+            if !self.eat(",") {
+                return Err(format!("expected ',' at {}", self.at));
+            }
+        }
+    }
+
+    fn list(&mut self) -> Result<Json, String> {
+        self.at += 1;
+        let mut items = Vec::new();
+        self.blank();
+        if self.eat("]") {
+            return Ok(Json::List(items));
+        }
+        loop {
+            items.push(self.value()?);
+            self.blank();
+            if self.eat("]") {
+                return Ok(Json::List(items));
+            }
+            if !self.eat(",") {
+                return Err(format!("expected ',' at {}", self.at));
+            }
+        }
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        if !self.eat("\"") {
+            return Err(format!("expected a string at {}", self.at));
+        }
+        let mut out = String::new();
+        loop {
+            match self.bytes.get(self.at) {
+                None => return Err("unterminated string".into()),
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    let escaped = *self.bytes.get(self.at + 1).ok_or("dangling escape")?;
+                    self.at += 2;
+                    match escaped {
+                        b'"' | b'\\' | b'/' => out.push(escaped as char),
+                        b'n' => out.push('\n'),
+                        b't' => out.push('\t'),
+                        b'r' => out.push('\r'),
+                        b'u' => {
+                            let hex = std::str::from_utf8(self.bytes.get(self.at..self.at + 4).ok_or("short \\u")?)
+                                .map_err(|e| e.to_string())?;
+                            let code = u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+                            out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                            self.at += 4;
+                        }
+                        other => return Err(format!("bad escape {other}")),
+                    }
+                }
+                Some(&b) if b < 0x20 => return Err("control byte in a string".into()),
+                Some(_) => {
+                    let start = self.at;
+                    while self.bytes.get(self.at).is_some_and(|b| *b != b'"' && *b != b'\\' && *b >= 0x20) {
+                        self.at += 1;
+                    }
+                    out.push_str(std::str::from_utf8(&self.bytes[start..self.at]).map_err(|e| e.to_string())?);
+                }
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<Json, String> {
+        let start = self.at;
+        while self.bytes.get(self.at).is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+            self.at += 1;
+        }
+        let text = std::str::from_utf8(&self.bytes[start..self.at]).map_err(|e| e.to_string())?;
+        text.parse().map(Json::Number).map_err(|e| format!("bad number {text}: {e}"))
+    }
+}
+
+fn count(object: &BTreeMap<String, Json>, key: &str) -> u64 {
+    match object.get(key) {
+        Some(Json::Number(n)) if n.fract() == 0.0 && *n >= 0.0 => *n as u64,
+        other => panic!("{key} should be a count, is {other:?}"),
+    }
+}
+
+#[test]
+fn bench_against_a_live_server_counts_exactly_and_prints_json() {
+    let server = Server::start(&[]);
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["bench", "--addr", &server.addr().to_string(), "--subscribers", "20", "--publishers", "2"])
+        .args(["--rooms", "2", "--size", "64", "--duration", "2", "--warmup", "1", "--json"])
+        .output()
+        .expect("run fanout bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "bench failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    let last = stdout.lines().last().expect("some output");
+    let Json::Object(report) = Parser::parse(last).unwrap_or_else(|e| panic!("invalid JSON ({e}): {last}")) else {
+        panic!("the last line is not a JSON object: {last}");
+    };
+    let published = count(&report, "published");
+    let expected = count(&report, "expected");
+    assert!(published > 0, "nothing was published");
+    // 2 rooms of 10 subscribers; publisher p publishes to room p % 2.
+    assert_eq!(expected, published * 10, "every publish is expected by the 10 subscribers of its room");
+    assert_eq!(count(&report, "delivered"), expected);
+    assert_eq!(count(&report, "lost"), 0);
+    assert_eq!(count(&report, "duplicated"), 0);
+    assert_eq!(count(&report, "reordered"), 0);
+    assert!(matches!(report.get("delivered_per_sec"), Some(Json::Number(n)) if *n > 0.0));
+    let Some(Json::Object(latency)) = report.get("latency_us") else { panic!("latency_us is not an object") };
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(matches!(latency.get(key), Some(Json::Number(n)) if *n >= 0.0), "latency_us.{key}");
+    }
+}
+
+#[test]
+fn the_json_parser_refuses_broken_json() {
+    for broken in ["{", "{\"a\":}", "[1,]", "{\"a\":1}x", "\"open", "{\"a\" 1}"] {
+        assert!(Parser::parse(broken).is_err(), "{broken}");
+    }
+    assert_eq!(Parser::parse("{\"a\":[1,true,null,\"x\\n\"]}").unwrap(), {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "a".to_string(),
+            Json::List(vec![Json::Number(1.0), Json::Bool(true), Json::Null, Json::Text("x\n".into())]),
+        );
+        Json::Object(m)
+    });
+}
