@@ -104,10 +104,13 @@ metric_fields!(
     link_queued_bytes,
 );
 
+/// A metric family: name, type, help text, and how to read it from a snapshot.
+type Family = (&'static str, &'static str, &'static str, fn(&Snapshot) -> u64);
+
 /// Renders every reactor's numbers in the Prometheus text format, labelled by core.
 pub fn render(reactors: &[Snapshot]) -> String {
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&Snapshot) -> u64); 16] = [
+    let families: [Family; 16] = [
         ("fanout_connections", "gauge", "Client connections held.", |s| s.connections),
         ("fanout_rooms", "gauge", "Rooms with at least one local member.", |s| s.rooms),
         ("fanout_connections_opened_total", "counter", "Client connections accepted.", |s| s.connections_opened),
