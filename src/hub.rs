@@ -22,7 +22,8 @@ use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
 use crate::limits::{
     CONNECTIONS_MAX, DEFAULT_ROOM, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, LINE_BYTES_MAX,
-    LINK_OUTPUT_BYTES_MAX, OUTPUT_BYTES_MAX, PING_INTERVAL, PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX,
+    LINK_OUTPUT_BYTES_MAX, OUTPUT_BYTES_MAX, PING_INTERVAL, PING_TIMEOUT,
+    ROOMS_PER_CONNECTION_MAX, SHARE_FRAME_BYTES_MIN,
 };
 use crate::link::{Link, LinkState};
 use crate::outbox::Outbox;
@@ -210,7 +211,7 @@ impl<T, L> Hub<T, L> {
             to_flush: Vec::new(),
             finished: Vec::new(),
             slow: Vec::new(),
-            encode: BytesMut::new(),
+            encode: BytesMut::with_capacity(ENCODE_BUFFER_BYTES),
             sessions_issued: 0,
             id_base,
             stats: Stats::default(),
@@ -418,10 +419,10 @@ impl<T, L> Hub<T, L> {
             Ok(delivery) => delivery,
             Err(e) => return self.refuse(key, e, room),
         };
-        let encode = &mut self.encode;
-        encode.reserve(ENCODE_BUFFER_BYTES.max(64 + room.len() + name.len() + payload.len()));
-        encode_message(encode, delivery.stream, delivery.seq, delivery.room, &name, payload);
-        let frame = encode.split().freeze();
+        let frame_len = HEADER_BYTES + 8 + 8 + 1 + delivery.room.len() + 1 + name.len() + payload.len();
+        let frame = encode_frame(&mut self.encode, frame_len, |dst| {
+            encode_message(dst, delivery.stream, delivery.seq, delivery.room, &name, payload)
+        });
         self.stats.publishes += 1;
         let mut fanout = Fanout {
             conns: &mut self.conns,
@@ -442,7 +443,7 @@ impl<T, L> Hub<T, L> {
             return;
         }
         let body = message_body(message);
-        self.encode.reserve(ENCODE_BUFFER_BYTES.max(HEADER_BYTES + body.len()));
+        self.encode.reserve(HEADER_BYTES + body.len());
         encode_forward(&mut self.encode, body);
         let frame = self.encode.split().freeze();
         for &peer in peers {
@@ -681,10 +682,10 @@ impl<T, L> Hub<T, L> {
         let Some((name, payload)) = crate::codec::peer::name_and_payload(body) else {
             return;
         };
-        self.encode.reserve(ENCODE_BUFFER_BYTES.max(HEADER_BYTES + body.len()));
-        crate::codec::put_header(&mut self.encode, frame_type::MESSAGE, body.len());
-        self.encode.extend_from_slice(body);
-        let frame = self.encode.split().freeze();
+        let frame = encode_frame(&mut self.encode, HEADER_BYTES + body.len(), |dst| {
+            crate::codec::put_header(dst, frame_type::MESSAGE, body.len());
+            dst.extend_from_slice(body);
+        });
         let mut fanout = Fanout {
             conns: &mut self.conns,
             to_flush: &mut self.to_flush,
@@ -791,6 +792,25 @@ impl<T, L> Hub<T, L> {
 
 #[cfg(test)]
 mod tests;
+
+/// Encodes one frame of `len` bytes to hand to many outboxes. A frame small enough to be
+/// copied into each outbox is cut from the reused `encode` buffer (no allocation); one big
+/// enough to be shared gets its own allocation, so a slow reader holding it pins nothing else.
+fn encode_frame(encode: &mut BytesMut, len: usize, write: impl FnOnce(&mut BytesMut)) -> Bytes {
+    if len < SHARE_FRAME_BYTES_MIN {
+        // Reserve only what this frame needs: the buffer then refills in place while it is
+        // unshared, and otherwise grows by its original 64 KiB, not once per frame.
+        encode.reserve(len);
+        write(encode);
+        debug_assert_eq!(encode.len(), len);
+        encode.split().freeze()
+    } else {
+        let mut own = BytesMut::with_capacity(len);
+        write(&mut own);
+        debug_assert_eq!(own.len(), len);
+        own.freeze()
+    }
+}
 
 /// The parts of a hub the fan-out loop writes to, borrowed apart from the router so one
 /// room's member list can be read while recipients' outboxes are written.

@@ -30,6 +30,9 @@ pub struct Outbox {
     frame_lens: VecDeque<u32>,
     /// Bytes of the oldest queued frame already handed to the kernel.
     front_written: usize,
+    /// Bytes copied into `tail` since it was last replaced: a measure of how big it grew
+    /// (its `capacity()` shrinks as it is consumed, so it cannot tell).
+    tail_bytes_since_reset: usize,
 }
 
 /// What a flush achieved.
@@ -57,6 +60,7 @@ impl Outbox {
             share_bytes_min,
             frame_lens: VecDeque::new(),
             front_written: 0,
+            tail_bytes_since_reset: 0,
         }
     }
 
@@ -67,6 +71,7 @@ impl Outbox {
             self.chunks.push_back(frame.clone());
         } else {
             self.tail.extend_from_slice(frame);
+            self.tail_bytes_since_reset += frame.len();
         }
         self.queued_bytes += frame.len();
         self.frame_lens.push_back(frame.len() as u32);
@@ -75,6 +80,7 @@ impl Outbox {
     /// Queues one whole frame (or line) by copying it (replies built on the spot).
     pub fn push_slice(&mut self, frame: &[u8]) {
         self.tail.extend_from_slice(frame);
+        self.tail_bytes_since_reset += frame.len();
         self.queued_bytes += frame.len();
         self.frame_lens.push_back(frame.len() as u32);
     }
@@ -96,6 +102,7 @@ impl Outbox {
         self.queued_bytes = 0;
         self.frame_lens.clear();
         self.front_written = 0;
+        self.tail_bytes_since_reset = 0;
     }
 
     /// Drops every queued frame except the rest of one the kernel already has a part of, so
@@ -120,7 +127,16 @@ impl Outbox {
     /// Writes as much as `writer` takes, in vectored writes, until drained or `WouldBlock`.
     pub fn flush_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flush> {
         while !self.is_empty() {
-            let written = {
+            let written = if self.chunks.is_empty() {
+                // The common case of small copied frames: one buffer, a plain write.
+                match writer.write(&self.tail) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
                 let mut iov = [IoSlice::new(&[]); IOVECS_PER_WRITE_MAX];
                 let mut count = 0;
                 for chunk in self.chunks.iter().take(IOVECS_PER_WRITE_MAX - 1) {
@@ -167,8 +183,9 @@ impl Outbox {
             n -= front.len();
             self.chunks.pop_front();
         }
-        if self.queued_bytes == 0 && self.tail.capacity() > IDLE_TAIL_CAPACITY_MAX {
+        if self.queued_bytes == 0 && self.tail_bytes_since_reset > IDLE_TAIL_CAPACITY_MAX {
             self.tail = BytesMut::new();
+            self.tail_bytes_since_reset = 0;
         }
     }
 

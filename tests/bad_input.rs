@@ -139,7 +139,7 @@ fn other_fatal_errors_close_only_the_offender() {
                 f.push(0x04);
                 f.push(10);
                 f.extend_from_slice(b"bystanders");
-                f.extend(std::iter::repeat(b'p').take(65_537));
+                f.extend(std::iter::repeat_n(b'p', 65_537));
                 f
             },
             true,
