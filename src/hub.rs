@@ -319,11 +319,17 @@ impl<T, L> Hub<T, L> {
             match conn.state {
                 State::Closing { deadline } if now >= deadline => expired.push(key),
                 State::Closing { .. } => {}
-                State::Open => match conn.session.poll_timer(now) {
-                    Some(TimerEvent::SendPing(nonce)) => pings.push((key, nonce)),
-                    Some(TimerEvent::Expired) => expired.push(key),
-                    None => {}
-                },
+                State::Open => {
+                    if !conn.flush_queued {
+                        // Idle output: hand the buffers back (a busy connection reuses them).
+                        conn.outbox.release_idle_buffers();
+                    }
+                    match conn.session.poll_timer(now) {
+                        Some(TimerEvent::SendPing(nonce)) => pings.push((key, nonce)),
+                        Some(TimerEvent::Expired) => expired.push(key),
+                        None => {}
+                    }
+                }
             }
         }
         for (key, nonce) in pings {

@@ -13,9 +13,8 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::limits::{IOVECS_PER_WRITE_MAX, SHARE_FRAME_BYTES_MIN};
 
-/// Tail capacity kept when the queue drains; beyond it the buffer is released so an idle
-/// connection does not hold on to the memory of a past burst.
-const IDLE_TAIL_CAPACITY_MAX: usize = 16 * 1024;
+/// Frame-length slots an idle outbox may keep allocated.
+const IDLE_FRAME_LENS_MAX: usize = 64;
 
 /// Bytes queued for one connection, oldest first.
 #[derive(Debug, Default)]
@@ -30,9 +29,6 @@ pub struct Outbox {
     frame_lens: VecDeque<u32>,
     /// Bytes of the oldest queued frame already handed to the kernel.
     front_written: usize,
-    /// Bytes copied into `tail` since it was last replaced: a measure of how big it grew
-    /// (its `capacity()` shrinks as it is consumed, so it cannot tell).
-    tail_bytes_since_reset: usize,
 }
 
 /// What a flush achieved.
@@ -60,7 +56,6 @@ impl Outbox {
             share_bytes_min,
             frame_lens: VecDeque::new(),
             front_written: 0,
-            tail_bytes_since_reset: 0,
         }
     }
 
@@ -71,7 +66,6 @@ impl Outbox {
             self.chunks.push_back(frame.clone());
         } else {
             self.tail.extend_from_slice(frame);
-            self.tail_bytes_since_reset += frame.len();
         }
         self.queued_bytes += frame.len();
         self.frame_lens.push_back(frame.len() as u32);
@@ -80,7 +74,6 @@ impl Outbox {
     /// Queues one whole frame (or line) by copying it (replies built on the spot).
     pub fn push_slice(&mut self, frame: &[u8]) {
         self.tail.extend_from_slice(frame);
-        self.tail_bytes_since_reset += frame.len();
         self.queued_bytes += frame.len();
         self.frame_lens.push_back(frame.len() as u32);
     }
@@ -102,7 +95,16 @@ impl Outbox {
         self.queued_bytes = 0;
         self.frame_lens.clear();
         self.front_written = 0;
-        self.tail_bytes_since_reset = 0;
+    }
+
+    /// Gives the buffers of an empty outbox back to the allocator. Called for idle connections
+    /// from the hub's timer, not after every flush: a busy connection keeps reusing its buffer
+    /// in place instead of growing a new one for every burst.
+    pub fn release_idle_buffers(&mut self) {
+        if self.is_empty() && (self.tail.capacity() > 0 || self.frame_lens.capacity() > IDLE_FRAME_LENS_MAX) {
+            self.clear();
+            self.frame_lens = VecDeque::new();
+        }
     }
 
     /// Drops every queued frame except the rest of one the kernel already has a part of, so
@@ -182,10 +184,6 @@ impl Outbox {
             }
             n -= front.len();
             self.chunks.pop_front();
-        }
-        if self.queued_bytes == 0 && self.tail_bytes_since_reset > IDLE_TAIL_CAPACITY_MAX {
-            self.tail = BytesMut::new();
-            self.tail_bytes_since_reset = 0;
         }
     }
 
