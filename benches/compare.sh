@@ -34,7 +34,10 @@ NATS_PORT=${NATS_PORT:-17422}
 REDIS_PORT=${REDIS_PORT:-17379}
 OUT=${OUT:-target/compare/$(date +%Y%m%d-%H%M%S)}
 BENCH=target/release/fanout
-SERVERS=(fanout nats redis)
+# fanout runs twice: with one reactor (like Redis, single-threaded) and with one per core (the
+# default; like NATS, which uses every core). On a 2-core machine the load generator needs a core
+# too, so the one-reactor row is usually the faster.
+SERVERS=(fanout fanout-mt nats redis)
 
 # id | label | flags (the same for every server)
 WORKLOADS=(
@@ -81,7 +84,7 @@ trap stop_server EXIT
 trap 'stop_server; exit 130' INT TERM
 
 port_of() {
-  case $1 in fanout) echo "$FANOUT_PORT" ;; nats) echo "$NATS_PORT" ;; redis) echo "$REDIS_PORT" ;; esac
+  case $1 in fanout | fanout-mt) echo "$FANOUT_PORT" ;; nats) echo "$NATS_PORT" ;; redis) echo "$REDIS_PORT" ;; esac
 }
 
 # Starts server $1 in the background and waits (10 s at most) until its port accepts.
@@ -93,7 +96,8 @@ start_server() {
     return 1
   fi
   case $name in
-    fanout) "$BENCH" serve --listen "$HOST:$port" --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
+    fanout) "$BENCH" serve --listen "$HOST:$port" --threads 1 --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
+    fanout-mt) "$BENCH" serve --listen "$HOST:$port" --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
     nats) nats-server -a "$HOST" -p "$port" >>"$OUT/$name.log" 2>&1 & ;;
     redis)
       redis-server --bind "$HOST" --port "$port" --save '' --appendonly no \
@@ -147,7 +151,7 @@ main() {
         continue
       fi
       # shellcheck disable=SC2086 # flags are words on purpose
-      if timeout $((DURATION + WARMUP + 60)) "$BENCH" bench --protocol "$server" --addr "$HOST:$(port_of "$server")" \
+      if timeout $((DURATION + WARMUP + 60)) "$BENCH" bench --protocol "${server%-mt}" --addr "$HOST:$(port_of "$server")" \
         $flags --duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" \
         --server-pid "$SERVER_PID" --json >"$file" 2>"$file.err" && tail -n 1 "$file" | grep -q '^{'; then
         row=$(awk -v d="$(json_field delivered "$file")" -v r="$(json_field delivered_per_sec "$file")" \
@@ -165,14 +169,14 @@ main() {
   done
 
   echo
-  printf '%-40s %-7s %16s %12s %12s %18s %17s\n' workload server "delivered msgs/s" "p99 us" lost \
+  printf '%-40s %-9s %16s %12s %12s %18s %17s\n' workload server "delivered msgs/s" "p99 us" lost \
     "server CPU-s/M msg" "bench CPU-s/M msg"
   for row in "${rows[@]}"; do
     IFS='|' read -r id label server rate p99 lost per bper <<<"$row"
     if [ -z "${p99:-}" ]; then
-      printf '%-40s %-7s %s\n' "$id. $label" "$server" "$rate"
+      printf '%-40s %-9s %s\n' "$id. $label" "$server" "$rate"
     else
-      printf '%-40s %-7s %16s %12s %12s %18s %17s\n' "$id. $label" "$server" \
+      printf '%-40s %-9s %16s %12s %12s %18s %17s\n' "$id. $label" "$server" \
         "$(group "$rate")" "$(group "$p99")" "$(group "$lost")" "$per" "$bper"
     fi
   done | tee "$OUT/table.txt"
