@@ -7,8 +7,8 @@ use super::{lossy, Incoming};
 use crate::codec::{
     encode_publish, frame_type, ClientFrame, FrameDecoder, Hello, ServerFrame, JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION,
 };
-use crate::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES};
 use crate::error::ErrorCode;
+use crate::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES};
 
 /// State of one fanout connection: the frame decoder (bounded by the protocol's max body).
 #[derive(Debug, Default)]
