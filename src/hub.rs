@@ -6,14 +6,13 @@
 //! which are finished. `T` is the transport the reactor keeps with each connection (a
 //! `TcpStream` in the server, `()` in tests): the hub stores it and never touches it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
 use crate::codec::line::{encode_error_line, encode_message_line, LineSplitter};
-use crate::codec::peer::{encode_forward, encode_interest, message_body, PeerFrame, LINK_VERSION};
 use crate::codec::{
     encode_error_raw, encode_message, encode_nonce, encode_room_reply, encode_welcome, frame_type, FrameDecoder,
     Welcome, PROTOCOL_VERSION,
@@ -22,10 +21,9 @@ use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
 use crate::limits::{
     CONNECTIONS_MAX, DEFAULT_ROOM, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, LINE_BYTES_MAX,
-    LINK_OUTPUT_BYTES_MAX, OUTPUT_BYTES_MAX, PING_INTERVAL, PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX,
-    SHARE_FRAME_BYTES_MIN,
+    OUTPUT_BYTES_MAX, PING_INTERVAL, PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX, SHARE_FRAME_BYTES_MIN,
 };
-use crate::link::{Link, LinkState};
+use crate::link::Link;
 use crate::outbox::Outbox;
 use crate::router::{ConnKey, Member, RouteError, Router};
 use crate::session::{Fault, Mode, Request, Session, Timeouts, TimerEvent};
@@ -106,16 +104,6 @@ impl Stats {
     }
 }
 
-/// A room whose first local member is waiting until every peer has applied the room's
-/// `INTEREST`: only then can a `JOINED` promise delivery of everything published after it.
-#[derive(Debug)]
-struct PendingJoin {
-    token: u64,
-    awaiting: Vec<PeerId>,
-    /// Connections owed a `JOINED`, with their session ids: a slot may be reused meanwhile.
-    waiters: Vec<(ConnKey, u64)>,
-}
-
 /// Whether a connection still takes part in the chat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -176,10 +164,15 @@ impl<T> Conn<T> {
 pub struct Hub<T, L = ()> {
     conns: Slab<Conn<T>>,
     router: Router,
-    links: Vec<Link<L>>,
+    links: Slab<Link<L>>,
     interest: Interest,
-    pending: HashMap<Bytes, PendingJoin>,
+    /// Rooms announced to each class of peer, indexed by [`LinkClass::index`].
+    announced: [HashSet<Bytes>; 2],
+    pending: HashMap<Bytes, PendingInterest>,
     tokens_issued: u64,
+    gateway: Option<Gateway>,
+    learned_nodes: Vec<NodeAddress>,
+    links_down: Vec<PeerId>,
     links_to_flush: Vec<PeerId>,
     resumed: Vec<ConnKey>,
     config: HubConfig,
@@ -201,10 +194,14 @@ impl<T, L> Hub<T, L> {
         Self {
             conns: Slab::new(),
             router: Router::new(id_base, config.rooms_per_connection_max),
-            links: Vec::new(),
+            links: Slab::new(),
             interest: Interest::new(),
+            announced: [HashSet::new(), HashSet::new()],
             pending: HashMap::new(),
             tokens_issued: 0,
+            gateway: None,
+            learned_nodes: Vec::new(),
+            links_down: Vec::new(),
             links_to_flush: Vec::new(),
             resumed: Vec::new(),
             config,
@@ -335,6 +332,7 @@ impl<T, L> Hub<T, L> {
         for (key, nonce) in pings {
             self.reply(key, |dst| encode_nonce(dst, frame_type::PING, nonce));
         }
+        self.tick_links(now);
         for key in expired {
             if self.conns[key].is_closing() {
                 self.finish(key);
@@ -438,38 +436,8 @@ impl<T, L> Hub<T, L> {
             output_bytes_max: self.config.output_bytes_max,
         };
         fanout.deliver(delivery.members, skip, &frame, &name, payload);
-        self.forward(room, &frame);
+        self.forward(room, &frame, None, now);
         self.cut_slow_consumers(now);
-    }
-
-    /// Queues one `FORWARD` of an encoded `MESSAGE` on every peer link that wants `room`.
-    fn forward(&mut self, room: &[u8], message: &Bytes) {
-        let peers = self.interest.peers(room);
-        if peers.is_empty() {
-            return;
-        }
-        let body = message_body(message);
-        self.encode.reserve(HEADER_BYTES + body.len());
-        encode_forward(&mut self.encode, body);
-        let frame = self.encode.split().freeze();
-        for &peer in peers {
-            let link = &mut self.links[peer];
-            if link.state == LinkState::Down {
-                continue;
-            }
-            if link.outbox.queued_bytes() > LINK_OUTPUT_BYTES_MAX {
-                // A peer this far behind loses messages (seq gaps show it); it never stalls us.
-                link.forwards_dropped += 1;
-                self.stats.forwards_dropped += 1;
-                continue;
-            }
-            link.push(&frame);
-            self.stats.forwards_sent += 1;
-            if !link.flush_queued {
-                link.flush_queued = true;
-                self.links_to_flush.push(peer);
-            }
-        }
     }
 
     fn cut_slow_consumers(&mut self, now: Instant) {
@@ -486,45 +454,10 @@ impl<T, L> Hub<T, L> {
         self.slow = slow;
     }
 
-    /// A member joined `room`; `created` if it is the room's first local member.
-    fn joined(&mut self, key: ConnKey, room: &[u8], created: bool) {
-        let waiter = (key, self.conns[key].session.session_id());
-        if created {
-            let awaiting: Vec<PeerId> =
-                (0..self.links.len()).filter(|p| self.links[*p].state != LinkState::Down).collect();
-            if !awaiting.is_empty() {
-                self.tokens_issued += 1;
-                let token = self.tokens_issued;
-                for &peer in &awaiting {
-                    self.send_to_peer(peer, |dst| encode_interest(dst, true, token, room));
-                }
-                let pending = PendingJoin { token, awaiting, waiters: vec![waiter] };
-                self.pending.insert(Bytes::copy_from_slice(room), pending);
-                self.conns[key].awaiting_joined = true;
-                return;
-            }
-        } else if let Some(pending) = self.pending.get_mut(room) {
-            pending.waiters.push(waiter);
-            self.conns[key].awaiting_joined = true;
-            return;
-        }
-        self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, room));
-    }
-
     /// Connections that stopped waiting for a `JOINED` since the last call: read them again.
     pub fn take_resumed(&mut self, into: &mut Vec<ConnKey>) {
         into.clear();
         std::mem::swap(into, &mut self.resumed);
-    }
-
-    /// `room` lost its last local member: withdraw it from every peer.
-    fn room_gone(&mut self, room: &[u8]) {
-        self.pending.remove(room);
-        for peer in 0..self.links.len() {
-            if self.links[peer].state != LinkState::Down {
-                self.send_to_peer(peer, |dst| encode_interest(dst, false, 0, room));
-            }
-        }
     }
 
     /// Takes `key` out of every room, withdrawing rooms it leaves empty.
@@ -533,188 +466,6 @@ impl<T, L> Hub<T, L> {
         self.router.disconnect_with(key, |room| gone.push(room));
         for room in gone {
             self.room_gone(&room);
-        }
-    }
-
-    // ----- peer links -----
-
-    /// Adds a link to a peer and introduces ourselves, announcing every room we have.
-    pub fn add_link(&mut self, io: L) -> PeerId {
-        let peer = self.links.len();
-        self.links.push(Link::new(io));
-        let hello =
-            PeerFrame::Hello { version: LINK_VERSION, node_id: self.config.node_id, core_id: self.config.core_id };
-        self.links[peer].push_encoded(&hello);
-        let rooms: Vec<Bytes> = self.router.room_names().cloned().collect();
-        for room in rooms {
-            self.send_to_peer(peer, |dst| encode_interest(dst, true, 0, &room));
-        }
-        self.queue_link_flush(peer);
-        peer
-    }
-
-    /// The link to `peer`, if it exists.
-    pub fn link_mut(&mut self, peer: PeerId) -> Option<&mut Link<L>> {
-        self.links.get_mut(peer)
-    }
-
-    /// How many peer links the hub has (down ones included).
-    pub fn link_count(&self) -> usize {
-        self.links.len()
-    }
-
-    /// Peer links up (or opening) and down.
-    pub fn links_up_down(&self) -> (usize, usize) {
-        let down = self.links.iter().filter(|l| l.state == LinkState::Down).count();
-        (self.links.len() - down, down)
-    }
-
-    /// Bytes queued on all peer links.
-    pub fn link_queued_bytes(&self) -> usize {
-        self.links.iter().map(|l| l.outbox.queued_bytes()).sum()
-    }
-
-    /// Decodes and applies everything in the link's input buffer.
-    pub fn handle_link_input(&mut self, peer: PeerId, now: Instant) {
-        loop {
-            let Some(link) = self.links.get_mut(peer) else {
-                return;
-            };
-            if link.state == LinkState::Down {
-                link.input.clear();
-                return;
-            }
-            match link.next_frame() {
-                Ok(Some(frame)) => self.apply_peer(peer, frame, now),
-                Ok(None) => return,
-                Err(e) => {
-                    log::error!("peer link {peer} sent a bad frame: {e}; dropping the link");
-                    return self.link_down(peer, now);
-                }
-            }
-        }
-    }
-
-    /// The link failed: forget the peer's interest and stop waiting for its acks.
-    pub fn link_down(&mut self, peer: PeerId, now: Instant) {
-        let Some(link) = self.links.get_mut(peer) else {
-            return;
-        };
-        if link.state == LinkState::Down {
-            return;
-        }
-        log::warn!("peer link {peer} is down");
-        link.state = LinkState::Down;
-        link.outbox.clear();
-        link.input.clear();
-        self.interest.remove_peer(peer);
-        let tokens: Vec<u64> = self.pending.values().map(|p| p.token).collect();
-        for token in tokens {
-            self.acked(peer, token, now);
-        }
-    }
-
-    /// Links with bytes queued since the last call: flush each once.
-    pub fn take_links_to_flush(&mut self, into: &mut Vec<PeerId>) {
-        into.clear();
-        std::mem::swap(into, &mut self.links_to_flush);
-        let links = &mut self.links;
-        into.retain(|peer| links.get_mut(*peer).is_some_and(|link| std::mem::take(&mut link.flush_queued)));
-    }
-
-    fn apply_peer(&mut self, peer: PeerId, frame: PeerFrame, now: Instant) {
-        match frame {
-            PeerFrame::Hello { version, node_id, core_id } => {
-                if version != LINK_VERSION {
-                    log::error!("peer link {peer} speaks version {version}, we speak {LINK_VERSION}");
-                    return self.link_down(peer, now);
-                }
-                log::debug!("peer link {peer} is node {node_id} core {core_id}");
-                self.links[peer].state = LinkState::Up { node_id, core_id };
-            }
-            PeerFrame::Interest { add, token, room } => {
-                if add {
-                    self.interest.add(peer, &room);
-                } else {
-                    self.interest.remove(peer, &room);
-                }
-                if token != 0 {
-                    self.send_to_peer(peer, |dst| {
-                        encode_nonce(dst, crate::codec::peer::peer_type::INTEREST_ACK, token)
-                    });
-                }
-            }
-            PeerFrame::InterestAck(token) => self.acked(peer, token, now),
-            PeerFrame::Forward { room, body } => self.deliver_forward(&room, &body, now),
-            PeerFrame::Ping(nonce) => self.send_to_peer(peer, |dst| encode_nonce(dst, frame_type::PONG, nonce)),
-            PeerFrame::Pong(_) => {}
-        }
-    }
-
-    /// `peer` applied the interest with `token`; when every peer has, the waiters get `JOINED`.
-    fn acked(&mut self, peer: PeerId, token: u64, now: Instant) {
-        let Some((room, pending)) = self.pending.iter_mut().find(|(_, p)| p.token == token) else {
-            return;
-        };
-        pending.awaiting.retain(|p| *p != peer);
-        if !pending.awaiting.is_empty() {
-            return;
-        }
-        let room = room.clone();
-        let Some(pending) = self.pending.remove(&room) else {
-            return;
-        };
-        for (key, session_id) in pending.waiters {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.session.session_id() != session_id || conn.is_closing() {
-                continue;
-            }
-            conn.awaiting_joined = false;
-            self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, &room));
-            self.resumed.push(key);
-            // Requests that arrived behind the JOIN run now, in order.
-            self.handle_input(key, now);
-        }
-    }
-
-    /// Delivers a publish forwarded by a peer to our members of `room`; never forwards it on.
-    fn deliver_forward(&mut self, room: &[u8], body: &Bytes, now: Instant) {
-        self.stats.forwards_received += 1;
-        let Some(members) = self.router.members(room) else {
-            return;
-        };
-        let Some((name, payload)) = crate::codec::peer::name_and_payload(body) else {
-            return;
-        };
-        let frame = encode_frame(&mut self.encode, HEADER_BYTES + body.len(), |dst| {
-            crate::codec::put_header(dst, frame_type::MESSAGE, body.len());
-            dst.extend_from_slice(body);
-        });
-        let mut fanout = Fanout {
-            conns: &mut self.conns,
-            to_flush: &mut self.to_flush,
-            slow: &mut self.slow,
-            stats: &mut self.stats,
-            output_bytes_max: self.config.output_bytes_max,
-        };
-        fanout.deliver(members, None, &frame, name, payload);
-        self.cut_slow_consumers(now);
-    }
-
-    fn send_to_peer(&mut self, peer: PeerId, encode: impl FnOnce(&mut BytesMut)) {
-        let mut frame = BytesMut::new();
-        encode(&mut frame);
-        self.links[peer].outbox.push_slice(&frame);
-        self.queue_link_flush(peer);
-    }
-
-    fn queue_link_flush(&mut self, peer: PeerId) {
-        let link = &mut self.links[peer];
-        if !link.flush_queued {
-            link.flush_queued = true;
-            self.links_to_flush.push(peer);
         }
     }
 
@@ -795,6 +546,10 @@ impl<T, L> Hub<T, L> {
         }
     }
 }
+
+mod peers;
+use peers::PendingInterest;
+pub use peers::{Gateway, NodeAddress};
 
 #[cfg(test)]
 mod tests;

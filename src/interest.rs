@@ -64,6 +64,11 @@ impl Interest {
         removed
     }
 
+    /// The rooms `peer` wants.
+    pub fn rooms_of(&self, peer: PeerId) -> Vec<Bytes> {
+        self.rooms.iter().filter(|(_, peers)| peers.contains(&peer)).map(|(room, _)| room.clone()).collect()
+    }
+
     /// The peers to forward a publish in `room` to, in announcement order.
     pub fn peers(&self, room: &[u8]) -> &[PeerId] {
         self.rooms.get(room).map_or(&[], Vec::as_slice)

@@ -13,9 +13,11 @@
 
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod hub;
 pub mod interest;
 pub mod limits;

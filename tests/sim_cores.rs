@@ -400,7 +400,11 @@ impl Sim {
                         *arrival = Some(t);
                     }
                 }
-                PeerFrame::Hello { .. } | PeerFrame::Ping(_) | PeerFrame::Pong(_) => {}
+                PeerFrame::Hello(_)
+                | PeerFrame::Auth(_)
+                | PeerFrame::Nodes(_)
+                | PeerFrame::Ping(_)
+                | PeerFrame::Pong(_) => {}
             }
         }
         let p = self.peer[b][a];

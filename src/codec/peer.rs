@@ -20,23 +20,50 @@ pub mod peer_type {
     pub const INTEREST_ACK: u8 = 0x42;
     /// One publish, forwarded once to a peer with interest in its room.
     pub const FORWARD: u8 = 0x43;
+    /// Node links only: proof of the cluster secret, bound to the peer's `LINK_HELLO` nonce.
+    pub const LINK_AUTH: u8 = 0x44;
+    /// Node links only: the nodes the sender is linked to (gossip), so everyone meshes.
+    pub const NODES: u8 = 0x45;
 }
+
+/// Bytes of the random nonce in `LINK_HELLO`.
+pub const NONCE_BYTES: usize = 16;
+
+/// Bytes of the MAC in `LINK_AUTH` (HMAC-SHA-256).
+pub const MAC_BYTES: usize = 32;
+
+/// Most nodes one `NODES` frame lists.
+pub const NODES_PER_FRAME_MAX: usize = 1024;
 
 /// Version of the peer-link frames.
 pub const LINK_VERSION: u8 = 1;
+
+/// The fields of `LINK_HELLO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkHello {
+    /// Link protocol version.
+    pub version: u8,
+    /// Sender's node.
+    pub node_id: u16,
+    /// Sender's core.
+    pub core_id: u16,
+    /// Random per process: tells a restarted node, or a second node with the same id, apart.
+    pub instance: u64,
+    /// Fresh random bytes the peer must MAC with the cluster secret.
+    pub nonce: [u8; NONCE_BYTES],
+    /// Where the sender accepts node links (empty between cores).
+    pub cluster_addr: Bytes,
+}
 
 /// A parsed peer-link frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerFrame {
     /// Opens a link.
-    Hello {
-        /// Link protocol version.
-        version: u8,
-        /// Sender's node.
-        node_id: u16,
-        /// Sender's core.
-        core_id: u16,
-    },
+    Hello(LinkHello),
+    /// Proves the sender knows the cluster secret.
+    Auth([u8; MAC_BYTES]),
+    /// Nodes the sender is linked to: (node id, cluster address).
+    Nodes(Vec<(u16, Bytes)>),
     /// Interest in a room changed at the sender.
     Interest {
         /// True when the sender's room gained its first member, false when it lost its last.
@@ -67,10 +94,51 @@ impl PeerFrame {
         let mut body = raw.body;
         let frame = match raw.kind {
             peer_type::LINK_HELLO => {
-                if body.len() != 5 {
-                    return Err(DecodeError::Malformed("LINK_HELLO must be 5 bytes"));
+                if body.len() < 1 + 2 + 2 + 8 + NONCE_BYTES + 1 {
+                    return Err(DecodeError::Malformed("LINK_HELLO is too short"));
                 }
-                Self::Hello { version: body.get_u8(), node_id: body.get_u16(), core_id: body.get_u16() }
+                let (version, node_id, core_id, instance) =
+                    (body.get_u8(), body.get_u16(), body.get_u16(), body.get_u64());
+                let mut nonce = [0u8; NONCE_BYTES];
+                body.copy_to_slice(&mut nonce);
+                let addr_len = body.get_u8() as usize;
+                if body.len() != addr_len {
+                    return Err(DecodeError::Malformed("LINK_HELLO.cluster_addr length"));
+                }
+                Self::Hello(LinkHello { version, node_id, core_id, instance, nonce, cluster_addr: body })
+            }
+            peer_type::LINK_AUTH => {
+                if body.len() != MAC_BYTES {
+                    return Err(DecodeError::Malformed("LINK_AUTH must be 32 bytes"));
+                }
+                let mut mac = [0u8; MAC_BYTES];
+                body.copy_to_slice(&mut mac);
+                Self::Auth(mac)
+            }
+            peer_type::NODES => {
+                if body.len() < 2 {
+                    return Err(DecodeError::Malformed("NODES is too short"));
+                }
+                let count = body.get_u16() as usize;
+                if count > NODES_PER_FRAME_MAX {
+                    return Err(DecodeError::Malformed("NODES lists too many nodes"));
+                }
+                let mut nodes = Vec::with_capacity(count);
+                for _ in 0..count {
+                    if body.len() < 3 {
+                        return Err(DecodeError::Malformed("NODES entry is too short"));
+                    }
+                    let node_id = body.get_u16();
+                    let len = body.get_u8() as usize;
+                    if body.len() < len {
+                        return Err(DecodeError::Malformed("NODES address length"));
+                    }
+                    nodes.push((node_id, body.split_to(len)));
+                }
+                if !body.is_empty() {
+                    return Err(DecodeError::Malformed("NODES has trailing bytes"));
+                }
+                Self::Nodes(nodes)
             }
             peer_type::INTEREST => {
                 if body.len() < 9 {
@@ -103,11 +171,30 @@ impl PeerFrame {
     /// Appends this frame, header included, to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
         match self {
-            Self::Hello { version, node_id, core_id } => {
-                put_header(dst, peer_type::LINK_HELLO, 5);
-                dst.put_u8(*version);
-                dst.put_u16(*node_id);
-                dst.put_u16(*core_id);
+            Self::Hello(h) => {
+                debug_assert!(h.cluster_addr.len() <= u8::MAX as usize);
+                put_header(dst, peer_type::LINK_HELLO, 1 + 2 + 2 + 8 + NONCE_BYTES + 1 + h.cluster_addr.len());
+                dst.put_u8(h.version);
+                dst.put_u16(h.node_id);
+                dst.put_u16(h.core_id);
+                dst.put_u64(h.instance);
+                dst.put_slice(&h.nonce);
+                dst.put_u8(h.cluster_addr.len() as u8);
+                dst.put_slice(&h.cluster_addr);
+            }
+            Self::Auth(mac) => {
+                put_header(dst, peer_type::LINK_AUTH, MAC_BYTES);
+                dst.put_slice(mac);
+            }
+            Self::Nodes(nodes) => {
+                let len: usize = 2 + nodes.iter().map(|(_, addr)| 3 + addr.len()).sum::<usize>();
+                put_header(dst, peer_type::NODES, len);
+                dst.put_u16(nodes.len() as u16);
+                for (node_id, addr) in nodes {
+                    dst.put_u16(*node_id);
+                    dst.put_u8(addr.len() as u8);
+                    dst.put_slice(addr);
+                }
             }
             Self::Interest { add, token, room } => encode_interest(dst, *add, *token, room),
             Self::InterestAck(token) => super::encode_nonce(dst, peer_type::INTEREST_ACK, *token),
@@ -183,7 +270,17 @@ mod tests {
         encode_message(&mut message, 7, 9, b"room", b"alice", b"payload");
         let body = Bytes::copy_from_slice(message_body(&message));
         let frames = [
-            PeerFrame::Hello { version: LINK_VERSION, node_id: 3, core_id: 1 },
+            PeerFrame::Hello(LinkHello {
+                version: LINK_VERSION,
+                node_id: 3,
+                core_id: 1,
+                instance: 99,
+                nonce: [7; NONCE_BYTES],
+                cluster_addr: Bytes::from_static(b"127.0.0.1:7500"),
+            }),
+            PeerFrame::Auth([9; MAC_BYTES]),
+            PeerFrame::Nodes(vec![(1, Bytes::from_static(b"127.0.0.1:1")), (2, Bytes::new())]),
+            PeerFrame::Nodes(vec![]),
             PeerFrame::Interest { add: true, token: 42, room: Bytes::from_static(b"room") },
             PeerFrame::Interest { add: false, token: 0, room: Bytes::from_static(b"r") },
             PeerFrame::InterestAck(42),
@@ -198,8 +295,11 @@ mod tests {
 
     #[test]
     fn malformed_peer_frames_are_refused() {
-        let cases: [(u8, &[u8]); 7] = [
+        let cases: [(u8, &[u8]); 10] = [
             (peer_type::LINK_HELLO, &[1, 0, 0, 0]),
+            (peer_type::LINK_AUTH, &[0; 31]),
+            (peer_type::NODES, &[0, 1, 0, 1, 5, b'a']),
+            (peer_type::NODES, &[0, 0, 1]),
             (peer_type::INTEREST, &[1, 0, 0, 0, 0, 0, 0, 0, 0]),
             (peer_type::INTEREST, &[2, 0, 0, 0, 0, 0, 0, 0, 0, b'r']),
             (peer_type::INTEREST_ACK, &[0; 7]),

@@ -1,0 +1,171 @@
+//! Cluster plumbing that needs no sockets: the link handshake's proof of the shared secret,
+//! random nonces, node ids, and the redial schedule (exponential backoff with jitter).
+//!
+//! How nodes are wired (see `protocol.md`): each node's core 0 is its *gateway* and holds one
+//! TCP link to every other node's gateway; the other cores reach remote nodes through it. The
+//! cost argument: N nodes of C cores need N(N−1)/2 node links this way instead of
+//! (N·C)(N·C−1)/2 for core-to-core links, and a message crosses the network at most once per
+//! node that wants it instead of once per remote core; the price is up to two extra in-node
+//! hops (core → gateway, gateway → core), which are in-memory mail, and per-publisher order
+//! survives because every hop is one ordered link.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::codec::peer::{MAC_BYTES, NONCE_BYTES};
+
+/// First redial delay after a link to a node fails.
+pub const REDIAL_DELAY_MIN: Duration = Duration::from_millis(100);
+
+/// Longest redial delay; with jitter a healed network is used again within about this long.
+pub const REDIAL_DELAY_MAX: Duration = Duration::from_secs(2);
+
+/// Silence on a node link after which the gateway pings it.
+pub const LINK_PING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Silence on a node link after which it is declared down (crash, partition, blackhole).
+pub const LINK_SILENCE_MAX: Duration = Duration::from_secs(3);
+
+/// A node link that has not finished its handshake in this long is dropped.
+pub const LINK_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest cluster secret read from `--cluster-secret-file`.
+pub const SECRET_BYTES_MAX: usize = 4096;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// What a node proves it knows: `HMAC-SHA-256(secret, "fanout-link-v1" ‖ peer's nonce ‖ own
+/// node id)`. Bound to the peer's fresh nonce, so a recorded proof is worthless later.
+pub fn link_proof(secret: &[u8], peer_nonce: &[u8; NONCE_BYTES], own_node_id: u16) -> [u8; MAC_BYTES] {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(b"fanout-link-v1");
+    mac.update(peer_nonce);
+    mac.update(&own_node_id.to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// Checks a peer's proof in constant time.
+pub fn check_link_proof(secret: &[u8], own_nonce: &[u8; NONCE_BYTES], peer_node_id: u16, proof: &[u8]) -> bool {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(b"fanout-link-v1");
+    mac.update(own_nonce);
+    mac.update(&peer_node_id.to_be_bytes());
+    mac.verify_slice(proof).is_ok()
+}
+
+/// Fresh random bytes from the operating system (falls back to a clock-seeded mix if
+/// `/dev/urandom` cannot be read, which only weakens replay protection, never correctness).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut out));
+    if read.is_err() {
+        let mut state = clock_seed();
+        for byte in &mut out {
+            state = xorshift(state);
+            *byte = state as u8;
+        }
+    }
+    out
+}
+
+/// A node id from the cluster address when the operator gives none: stable across restarts,
+/// and distinct for distinct addresses with high probability (FNV-1a, folded to 16 bits, never 0).
+pub fn default_node_id(cluster_addr: &str) -> u16 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in cluster_addr.bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    let folded = ((hash >> 16) ^ (hash & 0xFFFF)) as u16;
+    folded.max(1)
+}
+
+/// When to dial a node again: exponential backoff from [`REDIAL_DELAY_MIN`] to
+/// [`REDIAL_DELAY_MAX`], each delay shortened by a random part of up to half, so nodes that lost
+/// each other at once do not redial in lockstep.
+#[derive(Debug, Clone)]
+pub struct Redial {
+    failures: u32,
+    rng: u64,
+}
+
+impl Redial {
+    /// A schedule with its own jitter seed.
+    pub fn new(seed: u64) -> Self {
+        Self { failures: 0, rng: seed | 1 }
+    }
+
+    /// A dial failed or a link went down at `now`: when to try next.
+    pub fn failed(&mut self, now: Instant) -> Instant {
+        let base = REDIAL_DELAY_MIN.saturating_mul(1 << self.failures.min(16)).min(REDIAL_DELAY_MAX);
+        self.failures = self.failures.saturating_add(1);
+        self.rng = xorshift(self.rng);
+        let jitter = base.mul_f64((self.rng % 1000) as f64 / 2000.0);
+        now + base - jitter
+    }
+
+    /// The link came up: the next failure starts from the shortest delay again.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
+fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32) | 1
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_checks_only_with_the_same_secret_nonce_and_id() {
+        let nonce = [5u8; NONCE_BYTES];
+        let proof = link_proof(b"s3cret", &nonce, 7);
+        assert!(check_link_proof(b"s3cret", &nonce, 7, &proof));
+        assert!(!check_link_proof(b"other", &nonce, 7, &proof), "wrong secret");
+        assert!(!check_link_proof(b"s3cret", &[6u8; NONCE_BYTES], 7, &proof), "replayed to another nonce");
+        assert!(!check_link_proof(b"s3cret", &nonce, 8, &proof), "claimed by another node");
+        assert!(!check_link_proof(b"s3cret", &nonce, 7, &proof[..31]), "truncated");
+    }
+
+    #[test]
+    fn nonces_differ() {
+        assert_ne!(random_bytes::<16>(), random_bytes::<16>());
+    }
+
+    #[test]
+    fn default_node_ids_are_stable_nonzero_and_spread() {
+        assert_eq!(default_node_id("127.0.0.1:7500"), default_node_id("127.0.0.1:7500"));
+        let ids: std::collections::BTreeSet<u16> =
+            (7500..7600).map(|port| default_node_id(&format!("127.0.0.1:{port}"))).collect();
+        assert!(ids.len() >= 99, "100 addresses gave {} ids", ids.len());
+        assert!(!ids.contains(&0));
+    }
+
+    #[test]
+    fn redial_backs_off_with_jitter_up_to_the_cap_and_resets() {
+        let now = Instant::now();
+        let mut redial = Redial::new(42);
+        let mut last = Duration::ZERO;
+        for attempt in 0..12 {
+            let wait = redial.failed(now) - now;
+            let base = REDIAL_DELAY_MIN.saturating_mul(1 << attempt).min(REDIAL_DELAY_MAX);
+            assert!(wait <= base && wait >= base / 2, "attempt {attempt}: {wait:?} outside [{:?}, {base:?}]", base / 2);
+            last = wait;
+        }
+        assert!(last >= REDIAL_DELAY_MAX / 2);
+        redial.succeeded();
+        assert!(redial.failed(now) - now <= REDIAL_DELAY_MIN);
+    }
+}

@@ -1,0 +1,597 @@
+//! The hub's peer links: interest announcements, forwarding and relaying, the `JOINED`
+//! barrier, and the node handshake, gossip and keepalive.
+//!
+//! Routing rules, the same for sibling cores and remote nodes:
+//! * A peer is told about a room ("announced") when this hub wants that room's messages: it has
+//!   local members, or — on a node's gateway (core 0) — a peer of the *other* class wants it,
+//!   because the gateway relays between its siblings and the other nodes.
+//! * A publish goes to every peer that announced its room. A forwarded message is delivered
+//!   locally and, on a gateway only, relayed to the peers of the other class: never back to a
+//!   link of the class it came from. So a message crosses each link at most once and cannot loop.
+//! * A new announcement is acknowledged by every peer it went to; `JOINED` waits for those acks,
+//!   and a gateway acknowledges a relayed announcement only once its own peers have.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{encode_frame, Fanout, Hub};
+use crate::cluster::{
+    check_link_proof, link_proof, random_bytes, LINK_HANDSHAKE_TIMEOUT, LINK_PING_INTERVAL, LINK_SILENCE_MAX,
+};
+use crate::codec::peer::{encode_forward, encode_interest, message_body, name_and_payload, peer_type};
+use crate::codec::peer::{LinkHello, PeerFrame, LINK_VERSION, NODES_PER_FRAME_MAX};
+use crate::codec::{encode_nonce, encode_room_reply, frame_type, put_header};
+use crate::interest::PeerId;
+use crate::limits::{HEADER_BYTES, LINK_OUTPUT_BYTES_MAX};
+use crate::link::{Link, LinkClass, LinkState};
+use crate::router::ConnKey;
+
+/// What core 0 of a clustered node needs to act as its gateway.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// The shared cluster secret (never logged, never sent: only MACs of it are).
+    pub secret: Vec<u8>,
+    /// Where this node accepts node links, told to peers for gossip.
+    pub cluster_addr: String,
+    /// Random per process, so a restarted node or a node reusing an id is recognised.
+    pub instance: u64,
+}
+
+/// A node learned of through gossip, for the reactor to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddress {
+    /// The node's id.
+    pub node_id: u16,
+    /// Its cluster address.
+    pub addr: String,
+}
+
+/// Someone waiting for a room's announcements to be acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Waiter {
+    /// A connection owed a `JOINED` (with its session id: the slot may be reused meanwhile);
+    /// it waits for every peer.
+    Conn(ConnKey, u64),
+    /// A peer owed an `INTEREST_ACK` with this token: a gateway relaying the peer's
+    /// announcement waits only for the peers of the *other* class, so two gateways relaying
+    /// to each other never wait for each other.
+    Ack(PeerId, u64, LinkClass),
+}
+
+/// One room's announcements still waiting for acks, and who waits for them.
+#[derive(Debug, Default)]
+pub(super) struct PendingInterest {
+    /// (peer, token, peer's class) not yet acknowledged.
+    awaiting: Vec<(PeerId, u64, LinkClass)>,
+    waiters: Vec<Waiter>,
+}
+
+impl PendingInterest {
+    fn waits_for(&self, class: LinkClass) -> bool {
+        self.awaiting.iter().any(|(_, _, c)| *c == class)
+    }
+}
+
+impl<T, L> Hub<T, L> {
+    /// Makes this hub its node's gateway: it will take node links and relay for its siblings.
+    pub fn set_gateway(&mut self, gateway: Gateway) {
+        self.gateway = Some(gateway);
+    }
+
+    /// Adds a link to a sibling core and announces every room we want.
+    pub fn add_link(&mut self, io: L) -> PeerId {
+        self.open_link(io, LinkClass::Sibling, false, Instant::now())
+    }
+
+    /// Adds a link to another node (dialed by us, or accepted); it carries nothing until the
+    /// peer has proved the cluster secret.
+    pub fn add_node_link(&mut self, io: L, dialed: bool, now: Instant) -> PeerId {
+        self.open_link(io, LinkClass::Node, dialed, now)
+    }
+
+    fn open_link(&mut self, io: L, class: LinkClass, dialed: bool, now: Instant) -> PeerId {
+        let nonce = if class == LinkClass::Node { random_bytes() } else { [0; 16] };
+        let peer = self.links.insert(Link::new(io, class, dialed, nonce, now));
+        let hello = LinkHello {
+            version: LINK_VERSION,
+            node_id: self.config.node_id,
+            core_id: self.config.core_id,
+            instance: self.gateway.as_ref().map_or(0, |g| g.instance),
+            nonce,
+            cluster_addr: Bytes::from(self.gateway.as_ref().map_or_else(String::new, |g| g.cluster_addr.clone())),
+        };
+        self.send_frame(peer, &PeerFrame::Hello(hello));
+        if class == LinkClass::Sibling {
+            self.sync_announcements(peer);
+        }
+        peer
+    }
+
+    /// The link to `peer`, if it exists.
+    pub fn link_mut(&mut self, peer: PeerId) -> Option<&mut Link<L>> {
+        self.links.get_mut(peer)
+    }
+
+    /// How many peer links the hub holds (down ones not yet removed included).
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Peer links up (or opening) and down.
+    pub fn links_up_down(&self) -> (usize, usize) {
+        let down = self.links.iter().filter(|(_, l)| l.state == LinkState::Down).count();
+        (self.links.len() - down, down)
+    }
+
+    /// Bytes queued on all peer links.
+    pub fn link_queued_bytes(&self) -> usize {
+        self.links.iter().map(|(_, l)| l.outbox.queued_bytes()).sum()
+    }
+
+    /// Cluster addresses of the nodes we have an authenticated link to.
+    pub fn linked_node_addrs(&self) -> Vec<String> {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.class == LinkClass::Node && matches!(l.state, LinkState::Up { .. }))
+            .filter_map(|(_, l)| l.peer_cluster_addr().map(|a| String::from_utf8_lossy(a).into_owned()))
+            .collect()
+    }
+
+    /// Nodes learned through gossip since the last call.
+    pub fn take_node_addresses(&mut self, into: &mut Vec<NodeAddress>) {
+        into.clear();
+        std::mem::swap(into, &mut self.learned_nodes);
+    }
+
+    /// Links that went down since the last call: deregister them, then [`Hub::remove_link`].
+    pub fn take_links_down(&mut self, into: &mut Vec<PeerId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.links_down);
+    }
+
+    /// Removes a down link and gives back its transport.
+    pub fn remove_link(&mut self, peer: PeerId) -> Option<L> {
+        if self.links.get(peer).is_some_and(|l| l.state == LinkState::Down) {
+            return self.links.try_remove(peer).map(|l| l.io);
+        }
+        None
+    }
+
+    /// Links with bytes queued since the last call: flush each once.
+    pub fn take_links_to_flush(&mut self, into: &mut Vec<PeerId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.links_to_flush);
+        let links = &mut self.links;
+        into.retain(|peer| links.get_mut(*peer).is_some_and(|link| std::mem::take(&mut link.flush_queued)));
+    }
+
+    /// Decodes and applies everything in the link's input buffer.
+    pub fn handle_link_input(&mut self, peer: PeerId, now: Instant) {
+        if let Some(link) = self.links.get_mut(peer) {
+            link.last_heard = now;
+            link.ping_sent = false;
+        }
+        loop {
+            let Some(link) = self.links.get_mut(peer) else {
+                return;
+            };
+            if link.state == LinkState::Down {
+                link.input.clear();
+                return;
+            }
+            match link.next_frame() {
+                Ok(Some(frame)) => self.apply_peer(peer, frame, now),
+                Ok(None) => return,
+                Err(e) => {
+                    log::error!("peer link {peer} sent a bad frame: {e}; dropping the link");
+                    return self.link_down(peer, now);
+                }
+            }
+        }
+    }
+
+    /// The link failed: forget the peer's interest, stop waiting for its acks, withdraw what
+    /// only it made us want.
+    pub fn link_down(&mut self, peer: PeerId, now: Instant) {
+        let Some(link) = self.links.get_mut(peer) else {
+            return;
+        };
+        if link.state == LinkState::Down {
+            return;
+        }
+        match link.state {
+            LinkState::Up { node_id, .. } if link.class == LinkClass::Node => {
+                log::warn!("node link {peer} to node {node_id} is down");
+            }
+            _ => log::info!("peer link {peer} is down"),
+        }
+        link.state = LinkState::Down;
+        link.outbox.clear();
+        link.input.clear();
+        self.links_down.push(peer);
+        let rooms = self.interest.rooms_of(peer);
+        self.interest.remove_peer(peer);
+        for room in rooms {
+            self.update_announcements(&room);
+        }
+        let tokens: Vec<u64> = self
+            .pending
+            .values()
+            .flat_map(|p| p.awaiting.iter().filter(|(p2, _, _)| *p2 == peer).map(|(_, t, _)| *t))
+            .collect();
+        for token in tokens {
+            self.acked(peer, token, now);
+        }
+    }
+
+    fn apply_peer(&mut self, peer: PeerId, frame: PeerFrame, now: Instant) {
+        let link = &self.links[peer];
+        let authenticated = link.class == LinkClass::Sibling || matches!(link.state, LinkState::Up { .. });
+        match frame {
+            PeerFrame::Hello(hello) => self.on_hello(peer, hello, now),
+            PeerFrame::Auth(proof) => self.on_auth(peer, &proof, now),
+            PeerFrame::Ping(nonce) => self.send_to_peer(peer, |dst| encode_nonce(dst, frame_type::PONG, nonce)),
+            PeerFrame::Pong(_) => {}
+            _ if !authenticated => {
+                log::error!("node link {peer} sent traffic before proving the cluster secret; dropping it");
+                self.link_down(peer, now);
+            }
+            PeerFrame::Nodes(nodes) => self.on_nodes(nodes),
+            PeerFrame::Interest { add, token, room } => {
+                if add {
+                    self.interest.add(peer, &room);
+                } else {
+                    self.interest.remove(peer, &room);
+                }
+                self.update_announcements(&room);
+                if token != 0 {
+                    let class = self.links[peer].class;
+                    match self.pending.get_mut(&room[..]).filter(|p| p.waits_for(class.other())) {
+                        Some(pending) => pending.waiters.push(Waiter::Ack(peer, token, class)),
+                        None => self.send_to_peer(peer, |dst| encode_nonce(dst, peer_type::INTEREST_ACK, token)),
+                    }
+                }
+            }
+            PeerFrame::InterestAck(token) => self.acked(peer, token, now),
+            PeerFrame::Forward { room, body } => self.deliver_forward(peer, &room, &body, now),
+        }
+    }
+
+    fn on_hello(&mut self, peer: PeerId, hello: LinkHello, now: Instant) {
+        if hello.version != LINK_VERSION {
+            log::error!("peer link {peer} speaks link version {}, we speak {LINK_VERSION}; refusing it", hello.version);
+            return self.link_down(peer, now);
+        }
+        let link = &self.links[peer];
+        if link.class == LinkClass::Sibling {
+            log::debug!("peer link {peer} is core {}", hello.core_id);
+            self.links[peer].state = LinkState::Up { node_id: hello.node_id, core_id: hello.core_id };
+            self.links[peer].hello = Some(hello);
+            return;
+        }
+        let Some((secret, instance)) = self.gateway.as_ref().map(|g| (g.secret.clone(), g.instance)) else {
+            log::error!("node link {peer} on a core that is not a gateway; dropping it");
+            return self.link_down(peer, now);
+        };
+        let addr = String::from_utf8_lossy(&hello.cluster_addr).into_owned();
+        if hello.node_id == self.config.node_id {
+            if hello.instance != instance {
+                log::error!("refusing the node at {addr}: it uses our node id {}", hello.node_id);
+            }
+            return self.link_down(peer, now);
+        }
+        let dialer_of = |link: &Link<L>, peer_id: u16, own: u16| if link.dialed { own } else { peer_id };
+        let own = self.config.node_id;
+        let twin = self.links.iter().find(|(other, l)| {
+            *other != peer
+                && l.class == LinkClass::Node
+                && l.state != LinkState::Down
+                && l.hello.as_ref().is_some_and(|h| h.node_id == hello.node_id)
+        });
+        if let Some((other, other_link)) = twin {
+            let other_hello = other_link.hello.as_ref().map(|h| h.instance);
+            if other_hello != Some(hello.instance) {
+                log::error!("refusing the node at {addr}: node id {} is already used by another node", hello.node_id);
+                return self.link_down(peer, now);
+            }
+            // Two links to the same node (both dialed): keep the one dialed by the smaller id.
+            let keep_new = dialer_of(&self.links[peer], hello.node_id, own) < dialer_of(other_link, hello.node_id, own);
+            let drop = if keep_new { other } else { peer };
+            log::debug!("two links to node {}; dropping link {drop}", hello.node_id);
+            self.link_down(drop, now);
+            if drop == peer {
+                return;
+            }
+        }
+        let proof = link_proof(&secret, &hello.nonce, own);
+        self.links[peer].hello = Some(hello);
+        self.send_frame(peer, &PeerFrame::Auth(proof));
+    }
+
+    fn on_auth(&mut self, peer: PeerId, proof: &[u8], now: Instant) {
+        let (Some(gateway), Some(hello)) = (&self.gateway, &self.links[peer].hello) else {
+            log::error!("peer link {peer} sent LINK_AUTH out of turn; dropping it");
+            return self.link_down(peer, now);
+        };
+        let addr = String::from_utf8_lossy(&hello.cluster_addr).into_owned();
+        let (node_id, core_id) = (hello.node_id, hello.core_id);
+        if !check_link_proof(&gateway.secret, &self.links[peer].nonce, node_id, proof) {
+            log::error!("refusing the node at {addr} (node {node_id}): wrong cluster secret");
+            return self.link_down(peer, now);
+        }
+        log::info!("node link {peer} up: node {node_id} at {addr}");
+        self.links[peer].state = LinkState::Up { node_id, core_id };
+        self.sync_announcements(peer);
+        self.gossip();
+    }
+
+    /// Tells every node we are linked to which nodes we are linked to.
+    fn gossip(&mut self) {
+        let Some(gateway) = &self.gateway else {
+            return;
+        };
+        let mut nodes = vec![(self.config.node_id, Bytes::from(gateway.cluster_addr.clone()))];
+        for (_, link) in &self.links {
+            if let (LinkState::Up { node_id, .. }, LinkClass::Node) = (link.state, link.class) {
+                if let Some(addr) = link.peer_cluster_addr() {
+                    nodes.push((node_id, addr.clone()));
+                }
+            }
+        }
+        nodes.truncate(NODES_PER_FRAME_MAX);
+        let frame = PeerFrame::Nodes(nodes);
+        let peers: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.class == LinkClass::Node && matches!(l.state, LinkState::Up { .. }))
+            .map(|(p, _)| p)
+            .collect();
+        for peer in peers {
+            self.send_frame(peer, &frame);
+        }
+    }
+
+    fn on_nodes(&mut self, nodes: Vec<(u16, Bytes)>) {
+        for (node_id, addr) in nodes {
+            let linked = self.links.iter().any(|(_, l)| l.hello.as_ref().is_some_and(|h| h.node_id == node_id));
+            if node_id != self.config.node_id && !linked && !addr.is_empty() {
+                let addr = String::from_utf8_lossy(&addr).into_owned();
+                self.learned_nodes.push(super::NodeAddress { node_id, addr });
+            }
+        }
+    }
+
+    /// A member joined `room`; `created` if it is the room's first local member.
+    pub(super) fn joined(&mut self, key: ConnKey, room: &[u8], created: bool) {
+        if created {
+            self.update_announcements(room);
+        }
+        if let Some(pending) = self.pending.get_mut(room).filter(|p| !p.awaiting.is_empty()) {
+            pending.waiters.push(Waiter::Conn(key, self.conns[key].session.session_id()));
+            self.conns[key].awaiting_joined = true;
+            return;
+        }
+        self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, room));
+    }
+
+    /// `room` lost its last local member: withdraw it where nothing else keeps it wanted.
+    pub(super) fn room_gone(&mut self, room: &[u8]) {
+        self.update_announcements(room);
+    }
+
+    /// Whether peers of `class` should send us `room`'s messages.
+    fn should_announce(&self, class: LinkClass, room: &[u8]) -> bool {
+        if self.router.members(room).is_some() {
+            return true;
+        }
+        self.gateway.is_some()
+            && self.interest.peers(room).iter().any(|p| self.links.get(*p).is_some_and(|l| l.class == class.other()))
+    }
+
+    /// Brings what each class of peer was told about `room` up to date; new announcements'
+    /// acks are then pending under the room.
+    fn update_announcements(&mut self, room: &[u8]) {
+        for class in [LinkClass::Sibling, LinkClass::Node] {
+            let want = self.should_announce(class, room);
+            let told = self.announced[class.index()].contains(room);
+            if want == told {
+                continue;
+            }
+            let peers: Vec<PeerId> =
+                self.links.iter().filter(|(_, l)| l.class == class && l.carries_traffic()).map(|(p, _)| p).collect();
+            if want {
+                self.announced[class.index()].insert(Bytes::copy_from_slice(room));
+                if peers.is_empty() {
+                    continue;
+                }
+                self.tokens_issued += 1;
+                let token = self.tokens_issued;
+                for &peer in &peers {
+                    self.send_to_peer(peer, |dst| encode_interest(dst, true, token, room));
+                }
+                let pending = self.pending.entry(Bytes::copy_from_slice(room)).or_default();
+                pending.awaiting.extend(peers.iter().map(|p| (*p, token, class)));
+            } else {
+                self.announced[class.index()].remove(room);
+                for &peer in &peers {
+                    self.send_to_peer(peer, |dst| encode_interest(dst, false, 0, room));
+                }
+            }
+        }
+    }
+
+    /// A new link: announce to it every room its class has been told about.
+    fn sync_announcements(&mut self, peer: PeerId) {
+        let class = self.links[peer].class;
+        let rooms: Vec<Bytes> = self.announced[class.index()].iter().cloned().collect();
+        for room in rooms {
+            self.send_to_peer(peer, |dst| encode_interest(dst, true, 0, &room));
+        }
+    }
+
+    /// `peer` applied the announcement with `token`; when a room's announcements are all
+    /// acknowledged, its waiters get their `JOINED` or `INTEREST_ACK`.
+    fn acked(&mut self, peer: PeerId, token: u64, now: Instant) {
+        let mut ready = Vec::new();
+        self.pending.retain(|room, pending| {
+            let before = pending.awaiting.len();
+            pending.awaiting.retain(|(p, t, _)| (*p, *t) != (peer, token));
+            if pending.awaiting.len() == before {
+                return true;
+            }
+            let waiters = std::mem::take(&mut pending.waiters);
+            let (go, stay): (Vec<Waiter>, Vec<Waiter>) = waiters.into_iter().partition(|w| match w {
+                Waiter::Conn(..) => pending.awaiting.is_empty(),
+                Waiter::Ack(_, _, class) => !pending.waits_for(class.other()),
+            });
+            pending.waiters = stay;
+            if !go.is_empty() {
+                ready.push((room.clone(), go));
+            }
+            !pending.awaiting.is_empty()
+        });
+        for (room, waiters) in ready {
+            self.release(&room, waiters, now);
+        }
+    }
+
+    fn release(&mut self, room: &[u8], waiters: Vec<Waiter>, now: Instant) {
+        for waiter in waiters {
+            match waiter {
+                Waiter::Ack(peer, token, _) => {
+                    if self.links.get(peer).is_some_and(|l| l.carries_traffic()) {
+                        self.send_to_peer(peer, |dst| encode_nonce(dst, peer_type::INTEREST_ACK, token));
+                    }
+                }
+                Waiter::Conn(key, session_id) => {
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    if conn.session.session_id() != session_id || conn.is_closing() {
+                        continue;
+                    }
+                    conn.awaiting_joined = false;
+                    self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, room));
+                    self.resumed.push(key);
+                    // Requests that arrived behind the JOIN run now, in order.
+                    self.handle_input(key, now);
+                }
+            }
+        }
+    }
+
+    /// Queues one `FORWARD` of an encoded `MESSAGE` on every peer link that wants `room`;
+    /// `from` is the class of link it arrived on, if it was forwarded to us.
+    pub(super) fn forward(&mut self, room: &[u8], message: &Bytes, from: Option<LinkClass>, now: Instant) {
+        if from.is_some() && self.gateway.is_none() {
+            return; // only a gateway relays
+        }
+        let targets: Vec<PeerId> = self
+            .interest
+            .peers(room)
+            .iter()
+            .copied()
+            .filter(|p| self.links.get(*p).is_some_and(|l| l.carries_traffic() && Some(l.class) != from))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let body = message_body(message);
+        self.encode.reserve(HEADER_BYTES + body.len());
+        encode_forward(&mut self.encode, body);
+        let frame = self.encode.split().freeze();
+        for peer in targets {
+            let link = &mut self.links[peer];
+            if link.outbox.queued_bytes() > LINK_OUTPUT_BYTES_MAX {
+                link.forwards_dropped += 1;
+                self.stats.forwards_dropped += 1;
+                if link.class == LinkClass::Node {
+                    // A node this far behind (grey failure) is cut and redialled, never waited for.
+                    log::warn!("node link {peer} is over its queue limit; dropping it");
+                    self.link_down(peer, now);
+                }
+                // A sibling this far behind loses messages (seq gaps show it); it never stalls us.
+                continue;
+            }
+            link.push(&frame);
+            self.stats.forwards_sent += 1;
+            self.queue_link_flush(peer);
+        }
+    }
+
+    /// Delivers a publish forwarded by a peer to our members of `room`, and relays it if we
+    /// are a gateway; never sends it back toward the class it came from.
+    fn deliver_forward(&mut self, peer: PeerId, room: &[u8], body: &Bytes, now: Instant) {
+        self.stats.forwards_received += 1;
+        let Some((name, payload)) = name_and_payload(body) else {
+            return;
+        };
+        let frame = encode_frame(&mut self.encode, HEADER_BYTES + body.len(), |dst| {
+            put_header(dst, frame_type::MESSAGE, body.len());
+            dst.extend_from_slice(body);
+        });
+        if let Some(members) = self.router.members(room) {
+            let mut fanout = Fanout {
+                conns: &mut self.conns,
+                to_flush: &mut self.to_flush,
+                slow: &mut self.slow,
+                stats: &mut self.stats,
+                output_bytes_max: self.config.output_bytes_max,
+            };
+            fanout.deliver(members, None, &frame, name, payload);
+        }
+        let from = self.links[peer].class;
+        self.forward(room, &frame, Some(from), now);
+        self.cut_slow_consumers(now);
+    }
+
+    /// Node links' keepalive and handshake deadline.
+    pub(super) fn tick_links(&mut self, now: Instant) {
+        let mut down = Vec::new();
+        let mut pings = Vec::new();
+        for (peer, link) in &mut self.links {
+            if link.class != LinkClass::Node || link.state == LinkState::Down {
+                continue;
+            }
+            let silent = now.saturating_duration_since(link.last_heard);
+            if link.state == LinkState::Opening
+                && now.saturating_duration_since(link.opened_at) > LINK_HANDSHAKE_TIMEOUT
+            {
+                log::warn!("node link {peer} did not finish its handshake in time");
+                down.push(peer);
+            } else if silent > LINK_SILENCE_MAX {
+                log::warn!("node link {peer} has been silent for {silent:?}");
+                down.push(peer);
+            } else if silent > LINK_PING_INTERVAL && !link.ping_sent {
+                link.ping_sent = true;
+                pings.push(peer);
+            }
+        }
+        for peer in pings {
+            self.send_to_peer(peer, |dst| encode_nonce(dst, frame_type::PING, 0));
+        }
+        for peer in down {
+            self.link_down(peer, now);
+        }
+    }
+
+    fn send_frame(&mut self, peer: PeerId, frame: &PeerFrame) {
+        self.send_to_peer(peer, |dst| frame.encode(dst));
+    }
+
+    fn send_to_peer(&mut self, peer: PeerId, encode: impl FnOnce(&mut BytesMut)) {
+        let mut frame = BytesMut::new();
+        encode(&mut frame);
+        self.links[peer].outbox.push_slice(&frame);
+        self.queue_link_flush(peer);
+    }
+
+    fn queue_link_flush(&mut self, peer: PeerId) {
+        let link = &mut self.links[peer];
+        if !link.flush_queued {
+            link.flush_queued = true;
+            self.links_to_flush.push(peer);
+        }
+    }
+}
