@@ -24,6 +24,52 @@ pub struct ServerConfig {
     pub hub: HubConfig,
     /// Where to serve Prometheus metrics over HTTP, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Membership of a cluster, if this server is a node of one.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a node joins its cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// Where this node accepts links from other nodes (also what it tells them to dial).
+    pub listen: SocketAddr,
+    /// What other nodes should dial to reach this one (default: the bound listen address).
+    pub advertise: Option<String>,
+    /// Nodes to dial at start; the rest are learned from them.
+    pub peers: Vec<String>,
+    /// The shared secret every node proves it knows.
+    pub secret: Vec<u8>,
+    /// This node's id, unique in the cluster; `None` derives one from the bound cluster address.
+    pub node_id: Option<u16>,
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret.
+        f.debug_struct("ClusterConfig")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("peers", &self.peers)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterConfig {
+    /// Reads the secret from `path`: its bytes without trailing whitespace, 1 to 4096 of them.
+    pub fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| ConfigError(format!("cannot read --cluster-secret-file {}: {e}", path.display())))?;
+        let len = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |at| at + 1);
+        if len == 0 || len > crate::cluster::SECRET_BYTES_MAX {
+            return Err(ConfigError(format!(
+                "the cluster secret in {} must be 1 to {} bytes",
+                path.display(),
+                crate::cluster::SECRET_BYTES_MAX
+            )));
+        }
+        Ok(bytes[..len].to_vec())
+    }
 }
 
 /// A configuration that cannot work, found before the server starts.
@@ -41,7 +87,7 @@ impl std::error::Error for ConfigError {}
 impl ServerConfig {
     /// The defaults, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
-        Self { listen, backlog: DEFAULT_BACKLOG, hub: HubConfig::default(), metrics: None }
+        Self { listen, backlog: DEFAULT_BACKLOG, hub: HubConfig::default(), metrics: None, cluster: None }
     }
 
     /// Checks the relations between settings that the types cannot.

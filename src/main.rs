@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fanout::client::{Client, ClientError, Event};
-use fanout::config::{ServerConfig, DEFAULT_LISTEN};
+use fanout::config::{ClusterConfig, ConfigError, ServerConfig, DEFAULT_LISTEN};
 use fanout::limits;
 use fanout::server::Server;
 use log::LevelFilter;
@@ -52,6 +52,21 @@ struct ServeArgs {
     /// Further silence after a ping before the client is closed, in milliseconds.
     #[arg(long, default_value_t = limits::PING_TIMEOUT.as_millis() as u64)]
     ping_timeout_ms: u64,
+    /// Join a cluster: accept links from other nodes here (and tell them to dial it).
+    #[arg(long)]
+    cluster_listen: Option<SocketAddr>,
+    /// The address other nodes should dial to reach this one (default: --cluster-listen's).
+    #[arg(long)]
+    cluster_advertise: Option<String>,
+    /// A node of the cluster to dial (repeat for more); the rest are learned from it.
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// File holding the cluster's shared secret (required with --cluster-listen).
+    #[arg(long)]
+    cluster_secret_file: Option<std::path::PathBuf>,
+    /// This node's id, unique in the cluster (default: derived from --cluster-listen).
+    #[arg(long)]
+    node_id: Option<u16>,
     /// Serve Prometheus metrics over HTTP at http://ADDR/metrics.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -98,6 +113,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.hub.timeouts.ping_interval = Duration::from_millis(args.ping_interval_ms);
     config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
     config.metrics = args.metrics;
+    match cluster_config(&args) {
+        Ok(cluster) => config.cluster = cluster,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let threads =
         args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
     let reactor = match Server::bind(config, threads) {
@@ -122,6 +144,26 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cluster_config(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError> {
+    let Some(listen) = args.cluster_listen else {
+        if !args.peers.is_empty() || args.cluster_secret_file.is_some() {
+            return Err(ConfigError("--peer and --cluster-secret-file need --cluster-listen".into()));
+        }
+        return Ok(None);
+    };
+    let Some(secret_file) = &args.cluster_secret_file else {
+        return Err(ConfigError("--cluster-listen needs --cluster-secret-file".into()));
+    };
+    let secret = ClusterConfig::read_secret(secret_file)?;
+    Ok(Some(ClusterConfig {
+        listen,
+        advertise: args.cluster_advertise.clone(),
+        peers: args.peers.clone(),
+        secret,
+        node_id: args.node_id,
+    }))
 }
 
 fn chat(args: ChatArgs) -> ExitCode {

@@ -23,11 +23,15 @@ use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::interest::PeerId;
 use crate::limits::{READ_BYTES_PER_TURN_MAX, READ_CHUNK_BYTES};
-use crate::mailbox::{MailLink, Mailbox, Sent};
+use crate::mailbox::{MailLink, Mailbox};
+
+mod cluster;
 use crate::metrics::{ReactorMetrics, Snapshot};
 use crate::metrics_server::MetricsEndpoint;
 use crate::outbox::Flush;
 use crate::router::ConnKey;
+use cluster::cluster_token;
+pub use cluster::{LinkIo, TcpLink};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -76,7 +80,9 @@ impl StopHandle {
 pub struct Reactor {
     poll: Poll,
     listener: TcpListener,
-    hub: Hub<ConnSocket, MailLink>,
+    hub: Hub<ConnSocket, LinkIo>,
+    siblings: Vec<PeerId>,
+    node_net: Option<cluster::NodeNet>,
     mailbox: Mailbox,
     config: ServerConfig,
     stop: Arc<AtomicBool>,
@@ -116,6 +122,8 @@ impl Reactor {
             listener,
             hub: Hub::new(config.hub.clone()),
             mailbox: Mailbox::new(waker.clone()),
+            siblings: Vec::new(),
+            node_net: None,
             config,
             stop,
             waker,
@@ -155,7 +163,14 @@ impl Reactor {
 
     /// Adds a link to a sibling reactor.
     pub(crate) fn add_link(&mut self, link: MailLink) -> PeerId {
-        self.hub.add_link(link)
+        let peer = self.hub.add_link(LinkIo::Mail(link));
+        self.siblings.push(peer);
+        peer
+    }
+
+    /// Makes this reactor's hub its node's gateway.
+    pub(crate) fn set_gateway(&mut self, gateway: crate::hub::Gateway) {
+        self.hub.set_gateway(gateway);
     }
 
     /// The reactor's core id.
@@ -180,8 +195,12 @@ impl Reactor {
         let mut peers = Vec::new();
         loop {
             let now = Instant::now();
-            let timeout =
-                if self.read_queue.is_empty() { next_tick.saturating_duration_since(now) } else { Duration::ZERO };
+            let wake_at = self.next_dial_at().map_or(next_tick, |dial| dial.min(next_tick));
+            let timeout = if self.read_queue.is_empty() && !self.node_reads_pending() {
+                wake_at.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -194,6 +213,11 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept_all(now),
                     WAKER => self.take_mail(now),
+                    token if cluster_token(token).is_some() => {
+                        if let Some(which) = cluster_token(token) {
+                            self.cluster_event(which, event, now);
+                        }
+                    }
                     token if MetricsEndpoint::owns(token) => {
                         if let Some(endpoint) = self.metrics_endpoint.as_mut() {
                             endpoint.handle(self.poll.registry(), token, now);
@@ -225,6 +249,8 @@ impl Reactor {
             for key in keys.drain(..) {
                 self.read(key, now);
             }
+            self.read_node_links(now);
+            self.poll_dialer(now);
             if now >= next_tick {
                 self.hub.tick(now);
                 if let Some(endpoint) = self.metrics_endpoint.as_mut() {
@@ -245,6 +271,7 @@ impl Reactor {
                 self.flush_link(peer);
             }
             self.remove_finished(&mut keys);
+            self.reap_links(now);
             self.publish_metrics();
             if stopping {
                 log::info!("stopped with {} connections closed", self.hub.len());
@@ -445,7 +472,9 @@ impl Reactor {
             let Some(link) = self.hub.link_mut(mail.from) else {
                 continue;
             };
-            link.io.taken(mail.bytes.len());
+            if let LinkIo::Mail(mail_link) = &link.io {
+                mail_link.taken(mail.bytes.len());
+            }
             if link.input.is_empty() {
                 link.input = bytes::BytesMut::from(&mail.bytes[..]);
             } else {
@@ -454,17 +483,8 @@ impl Reactor {
             self.hub.handle_link_input(mail.from, now);
         }
         // A sibling that took our mail may have made room for what we held back.
-        for peer in 0..self.hub.link_count() {
-            self.flush_link(peer);
-        }
-    }
-
-    fn flush_link(&mut self, peer: PeerId) {
-        if let Some(link) = self.hub.link_mut(peer) {
-            let (mail, outbox) = link.io_and_outbox();
-            if mail.send(outbox) == Sent::Blocked {
-                log::debug!("peer link {peer} is behind; holding frames back");
-            }
+        for i in 0..self.siblings.len() {
+            self.flush_link(self.siblings[i]);
         }
     }
 

@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::cluster::{default_node_id, random_bytes};
 use crate::config::ServerConfig;
-use crate::hub::MAX_CORE_ID;
+use crate::hub::{Gateway, MAX_CORE_ID};
 use crate::mailbox::MailLink;
 use crate::reactor::{Reactor, StopHandle};
 
@@ -29,6 +30,20 @@ impl Server {
             let text = format!("--threads must be between 1 and {}", usize::from(MAX_CORE_ID) + 1);
             return Err(io::Error::new(io::ErrorKind::InvalidInput, text));
         }
+        // A node binds its cluster listener first: the bound address names the node when no
+        // id is given, and every core's ids carry the node id.
+        let cluster = match &config.cluster {
+            Some(cluster) => {
+                let listener = mio::net::TcpListener::bind(cluster.listen)?;
+                let own = match &cluster.advertise {
+                    Some(advertised) => advertised.clone(),
+                    None => listener.local_addr()?.to_string(),
+                };
+                let node_id = cluster.node_id.unwrap_or_else(|| default_node_id(&own));
+                Some((listener, own, node_id))
+            }
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let mut reactors: Vec<Reactor> = Vec::with_capacity(threads);
         let mut listen_on = config.listen;
@@ -36,6 +51,9 @@ impl Server {
             let mut core_config = config.clone();
             core_config.listen = listen_on;
             core_config.hub.core_id = core as u16;
+            if let Some((_, _, node_id)) = &cluster {
+                core_config.hub.node_id = *node_id;
+            }
             let reactor = Reactor::bind_shared(core_config, threads > 1, stop.clone())?;
             // With port 0 the first bind picks the port; the others share it.
             listen_on = reactor.local_addr()?;
@@ -49,6 +67,16 @@ impl Server {
                 let added_b = reactors[b].add_link(at_b);
                 debug_assert_eq!((added_a, added_b), (b_at_a, a_at_b), "peer ids are link indexes");
             }
+        }
+        if let (Some((listener, own, node_id)), Some(settings)) = (cluster, &config.cluster) {
+            let gateway = &mut reactors[0];
+            gateway.set_gateway(Gateway {
+                secret: settings.secret.clone(),
+                cluster_addr: own.clone(),
+                instance: u64::from_be_bytes(random_bytes()),
+            });
+            gateway.enable_cluster(listener, own.clone(), &settings.peers)?;
+            log::info!("cluster: node {node_id} accepting node links on {own}");
         }
         if let Some(addr) = config.metrics {
             let all = reactors.iter().map(Reactor::metrics).collect();

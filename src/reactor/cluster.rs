@@ -1,0 +1,397 @@
+//! The gateway reactor's network side of the cluster: the node listener, dialing known nodes
+//! with backoff, and moving bytes of node links (TCP) in and out. What the bytes mean is the
+//! hub's business, exactly as for sibling links.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use slab::Slab;
+
+use super::Reactor;
+use crate::cluster::{random_bytes, Redial};
+use crate::interest::PeerId;
+use crate::limits::READ_BYTES_PER_TURN_MAX;
+use crate::mailbox::{MailLink, Sent};
+use crate::outbox::Flush;
+
+/// Token of the listener for node links.
+pub(super) const CLUSTER_LISTENER: Token = Token(usize::MAX - 5);
+/// Node links take tokens from here up (client connection keys never get near it).
+const LINK_TOKEN_BASE: usize = 1 << 40;
+/// Dials in progress take tokens from here up.
+const DIAL_TOKEN_BASE: usize = 1 << 41;
+
+/// What a peer link runs over: in-memory mail to a sibling core, or TCP to another node.
+#[derive(Debug)]
+pub enum LinkIo {
+    /// A sibling core in this process.
+    Mail(MailLink),
+    /// Another node.
+    Tcp(TcpLink),
+}
+
+/// A node link's socket and its registration state.
+#[derive(Debug)]
+pub struct TcpLink {
+    stream: TcpStream,
+    wants_write: bool,
+    read_queued: bool,
+}
+
+/// A node this gateway should be linked to.
+#[derive(Debug)]
+struct Target {
+    redial: Redial,
+    next_at: Instant,
+    state: TargetState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetState {
+    Idle,
+    Dialing(usize),
+    Linked(PeerId),
+}
+
+/// The gateway's cluster networking.
+#[derive(Debug)]
+pub(super) struct NodeNet {
+    listener: TcpListener,
+    own_addr: String,
+    targets: HashMap<String, Target>,
+    dials: Slab<(String, TcpStream, Instant)>,
+    read_queue: Vec<PeerId>,
+}
+
+/// Which cluster-networking object a token names.
+pub(super) enum ClusterToken {
+    Listener,
+    Link(PeerId),
+    Dial(usize),
+}
+
+/// Classifies `token` if it belongs to the cluster side.
+pub(super) fn cluster_token(token: Token) -> Option<ClusterToken> {
+    match token.0 {
+        _ if token == CLUSTER_LISTENER => Some(ClusterToken::Listener),
+        t if (LINK_TOKEN_BASE..DIAL_TOKEN_BASE).contains(&t) => Some(ClusterToken::Link(t - LINK_TOKEN_BASE)),
+        t if (DIAL_TOKEN_BASE..DIAL_TOKEN_BASE + (1 << 20)).contains(&t) => {
+            Some(ClusterToken::Dial(t - DIAL_TOKEN_BASE))
+        }
+        _ => None,
+    }
+}
+
+impl Reactor {
+    /// Makes this reactor its node's gateway: listen for node links on `listen` and keep
+    /// dialing `peers` (and every node gossip tells of) until linked.
+    pub(crate) fn enable_cluster(
+        &mut self,
+        mut listener: TcpListener,
+        own_addr: String,
+        peers: &[String],
+    ) -> io::Result<()> {
+        self.poll.registry().register(&mut listener, CLUSTER_LISTENER, Interest::READABLE)?;
+        let mut net =
+            NodeNet { listener, own_addr, targets: HashMap::new(), dials: Slab::new(), read_queue: Vec::new() };
+        let now = Instant::now();
+        for peer in peers {
+            net.add_target(peer.clone(), now);
+        }
+        self.node_net = Some(net);
+        Ok(())
+    }
+
+    /// Handles readiness of a cluster token.
+    pub(super) fn cluster_event(&mut self, which: ClusterToken, event: &mio::event::Event, now: Instant) {
+        match which {
+            ClusterToken::Listener => self.accept_nodes(now),
+            ClusterToken::Dial(key) => self.finish_dial(key, now),
+            ClusterToken::Link(peer) => {
+                if event.is_writable() {
+                    self.flush_link(peer);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.queue_node_read(peer);
+                }
+            }
+        }
+    }
+
+    fn accept_nodes(&mut self, now: Instant) {
+        loop {
+            let Some(net) = self.node_net.as_mut() else {
+                return;
+            };
+            let (stream, from) = match net.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("cluster accept: {e}");
+                    return;
+                }
+            };
+            log::debug!("node connection from {from}");
+            self.adopt_node_link(stream, false, now);
+        }
+    }
+
+    fn adopt_node_link(&mut self, stream: TcpStream, dialed: bool, now: Instant) -> Option<PeerId> {
+        let _ = stream.set_nodelay(true);
+        let link = TcpLink { stream, wants_write: false, read_queued: false };
+        let peer = self.hub.add_node_link(LinkIo::Tcp(link), dialed, now);
+        let token = Token(LINK_TOKEN_BASE + peer);
+        let link = self.hub.link_mut(peer)?;
+        let LinkIo::Tcp(tcp) = &mut link.io else {
+            return None;
+        };
+        if let Err(e) = self.poll.registry().register(&mut tcp.stream, token, Interest::READABLE) {
+            log::warn!("register node link: {e}");
+            self.hub.link_down(peer, now);
+            return None;
+        }
+        self.flush_link(peer);
+        Some(peer)
+    }
+
+    /// Starts dials that are due, and learns new nodes from gossip.
+    pub(super) fn poll_dialer(&mut self, now: Instant) {
+        let Some(net) = self.node_net.as_mut() else {
+            return;
+        };
+        // A dial the network swallows (no answer at all) fails after the handshake timeout.
+        let stale: Vec<usize> = net
+            .dials
+            .iter()
+            .filter(|(_, (_, _, started))| {
+                now.saturating_duration_since(*started) > crate::cluster::LINK_HANDSHAKE_TIMEOUT
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in stale {
+            let (addr, mut stream, _) = net.dials.remove(key);
+            let _ = self.poll.registry().deregister(&mut stream);
+            log::debug!("dial {addr}: timed out");
+            if let Some(target) = net.targets.get_mut(&addr) {
+                target.state = TargetState::Idle;
+                target.next_at = target.redial.failed(now);
+            }
+        }
+        let mut learned = Vec::new();
+        self.hub.take_node_addresses(&mut learned);
+        for node in learned {
+            net.add_target(node.addr, now);
+        }
+        let linked = self.hub.linked_node_addrs();
+        let due: Vec<String> = net
+            .targets
+            .iter_mut()
+            .filter_map(|(addr, target)| {
+                if linked.contains(addr) {
+                    target.redial.succeeded();
+                }
+                (target.state == TargetState::Idle && target.next_at <= now && !linked.contains(addr))
+                    .then(|| addr.clone())
+            })
+            .collect();
+        for addr in due {
+            let Some(target) = net.targets.get_mut(&addr) else {
+                continue;
+            };
+            let dialed = addr.parse::<SocketAddr>().map_err(io::Error::other).and_then(TcpStream::connect);
+            match dialed {
+                Ok(mut stream) => {
+                    let key = net.dials.vacant_key();
+                    let token = Token(DIAL_TOKEN_BASE + key);
+                    if self.poll.registry().register(&mut stream, token, Interest::WRITABLE).is_ok() {
+                        net.dials.insert((addr.clone(), stream, now));
+                        target.state = TargetState::Dialing(key);
+                        continue;
+                    }
+                    target.next_at = target.redial.failed(now);
+                }
+                Err(e) => {
+                    log::debug!("dial {addr}: {e}");
+                    target.next_at = target.redial.failed(now);
+                }
+            }
+        }
+    }
+
+    /// When the dialer next has something to do.
+    pub(super) fn next_dial_at(&self) -> Option<Instant> {
+        let net = self.node_net.as_ref()?;
+        net.targets.values().filter(|t| t.state == TargetState::Idle).map(|t| t.next_at).min()
+    }
+
+    fn finish_dial(&mut self, key: usize, now: Instant) {
+        let Some(net) = self.node_net.as_mut() else {
+            return;
+        };
+        let Some((addr, mut stream, _)) = net.dials.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut stream);
+        let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
+        if !connected {
+            log::debug!("dial {addr}: not connected");
+            if let Some(target) = net.targets.get_mut(&addr) {
+                target.state = TargetState::Idle;
+                target.next_at = target.redial.failed(now);
+            }
+            return;
+        }
+        log::debug!("dialed node at {addr}");
+        let peer = self.adopt_node_link(stream, true, now);
+        if let Some(target) = self.node_net.as_mut().and_then(|n| n.targets.get_mut(&addr)) {
+            match peer {
+                Some(peer) => target.state = TargetState::Linked(peer),
+                None => {
+                    target.state = TargetState::Idle;
+                    target.next_at = target.redial.failed(now);
+                }
+            }
+        }
+    }
+
+    fn queue_node_read(&mut self, peer: PeerId) {
+        let Some(link) = self.hub.link_mut(peer) else {
+            return;
+        };
+        if let LinkIo::Tcp(tcp) = &mut link.io {
+            if !tcp.read_queued {
+                tcp.read_queued = true;
+                if let Some(net) = self.node_net.as_mut() {
+                    net.read_queue.push(peer);
+                }
+            }
+        }
+    }
+
+    /// Reads every node link that had readiness this turn.
+    pub(super) fn read_node_links(&mut self, now: Instant) {
+        let Some(net) = self.node_net.as_mut() else {
+            return;
+        };
+        let queue = std::mem::take(&mut net.read_queue);
+        for peer in queue {
+            self.read_node_link(peer, now);
+        }
+    }
+
+    /// Whether node links wait to be read again without new readiness.
+    pub(super) fn node_reads_pending(&self) -> bool {
+        self.node_net.as_ref().is_some_and(|n| !n.read_queue.is_empty())
+    }
+
+    fn read_node_link(&mut self, peer: PeerId, now: Instant) {
+        let Some(link) = self.hub.link_mut(peer) else {
+            return;
+        };
+        let LinkIo::Tcp(tcp) = &mut link.io else {
+            return;
+        };
+        tcp.read_queued = false;
+        let mut total = 0;
+        let mut failed = false;
+        loop {
+            match tcp.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => {
+                    link.input.extend_from_slice(&self.scratch[..n]);
+                    total += n;
+                    if total >= READ_BYTES_PER_TURN_MAX {
+                        tcp.read_queued = true;
+                        if let Some(net) = self.node_net.as_mut() {
+                            net.read_queue.push(peer);
+                        }
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("read from node link {peer}: {e}");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            self.hub.handle_link_input(peer, now);
+        }
+        if failed {
+            self.hub.link_down(peer, now);
+        }
+    }
+
+    /// Hands a link's queued frames to its transport: one mail batch, or vectored writes.
+    pub(super) fn flush_link(&mut self, peer: PeerId) {
+        let Some(link) = self.hub.link_mut(peer) else {
+            return;
+        };
+        let (io, outbox) = link.io_and_outbox();
+        let tcp = match io {
+            LinkIo::Mail(mail) => {
+                if mail.send(outbox) == Sent::Blocked {
+                    log::debug!("peer link {peer} is behind; holding frames back");
+                }
+                return;
+            }
+            LinkIo::Tcp(tcp) => tcp,
+        };
+        let wants_write = match outbox.flush_to(&mut tcp.stream) {
+            Ok(Flush::Drained) => false,
+            Ok(Flush::Blocked) => true,
+            Err(e) => {
+                log::debug!("write to node link {peer}: {e}");
+                self.hub.link_down(peer, std::time::Instant::now());
+                return;
+            }
+        };
+        if wants_write != tcp.wants_write {
+            tcp.wants_write = wants_write;
+            let interest = if wants_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let _ = self.poll.registry().reregister(&mut tcp.stream, Token(LINK_TOKEN_BASE + peer), interest);
+        }
+    }
+
+    /// Removes links the hub declared down: closes node sockets and schedules redials.
+    pub(super) fn reap_links(&mut self, now: Instant) {
+        let mut down = Vec::new();
+        self.hub.take_links_down(&mut down);
+        for peer in down {
+            if let Some(LinkIo::Tcp(mut tcp)) = self.hub.remove_link(peer) {
+                let _ = self.poll.registry().deregister(&mut tcp.stream);
+                let _ = tcp.stream.shutdown(Shutdown::Both);
+            }
+            if let Some(net) = self.node_net.as_mut() {
+                for target in net.targets.values_mut() {
+                    if target.state == TargetState::Linked(peer) {
+                        target.state = TargetState::Idle;
+                        target.next_at = target.redial.failed(now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl NodeNet {
+    fn add_target(&mut self, addr: String, now: Instant) {
+        if addr == self.own_addr || self.targets.contains_key(&addr) {
+            return;
+        }
+        let seed = u64::from_be_bytes(random_bytes());
+        log::info!("cluster: will link to node at {addr}");
+        self.targets.insert(addr, Target { redial: Redial::new(seed), next_at: now, state: TargetState::Idle });
+    }
+}

