@@ -84,6 +84,8 @@ pub struct ClientOptions {
     pub echo: bool,
     /// Authentication token (empty when unused).
     pub token: Vec<u8>,
+    /// Bound on connecting and on waiting for `WELCOME` (`None`: the OS default, no bound).
+    pub connect_timeout: Option<Duration>,
 }
 
 /// The writing half: every method sends one frame and returns without waiting for a reply.
@@ -144,8 +146,12 @@ impl Client {
 
     /// Connects to `addr`, says `HELLO` and waits for `WELCOME`.
     pub fn connect_with(addr: impl ToSocketAddrs, name: &str, options: &ClientOptions) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(addr)?;
+        let stream = match options.connect_timeout {
+            Some(timeout) => connect_within(addr, timeout)?,
+            None => TcpStream::connect(addr)?,
+        };
         stream.set_nodelay(true)?;
+        stream.set_read_timeout(options.connect_timeout)?;
         let sender = Sender { stream: Arc::new(Mutex::new(stream.try_clone()?)) };
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -167,6 +173,7 @@ impl Client {
             ServerFrame::Error { code, text } => return Err(server_error(code, &text)),
             other => return Err(ClientError::Protocol(DecodeError::UnexpectedFrame(frame_kind(&other)))),
         };
+        client.reader.set_read_timeout(None)?;
         Ok(client)
     }
 
@@ -293,6 +300,18 @@ impl Client {
             self.input.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// Connects to the first address of `addr` that answers within `timeout`.
+fn connect_within(addr: impl ToSocketAddrs, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+    for one in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&one, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 fn server_error(code: u16, text: &[u8]) -> ClientError {

@@ -52,6 +52,8 @@ pub struct HubConfig {
     pub connections_max: usize,
     /// Handshake and keepalive timeouts.
     pub timeouts: Timeouts,
+    /// Tokens a client must present in `HELLO`, if any.
+    pub tokens: Option<crate::auth::Tokens>,
 }
 
 impl Default for HubConfig {
@@ -67,6 +69,7 @@ impl Default for HubConfig {
                 ping_interval: PING_INTERVAL,
                 ping_timeout: PING_TIMEOUT,
             },
+            tokens: None,
         }
     }
 }
@@ -230,7 +233,8 @@ impl<T, L> Hub<T, L> {
             self.config.timeouts,
             FrameDecoder::new(FRAME_BODY_BYTES_MAX),
             LineSplitter::new(LINE_BYTES_MAX),
-        );
+        )
+        .with_tokens(self.config.tokens.clone());
         self.stats.connections_opened += 1;
         Ok(self.conns.insert(Conn {
             io,

@@ -52,6 +52,9 @@ struct ServeArgs {
     /// Further silence after a ping before the client is closed, in milliseconds.
     #[arg(long, default_value_t = limits::PING_TIMEOUT.as_millis() as u64)]
     ping_timeout_ms: u64,
+    /// Require clients to present one of the tokens in this file (one per line) in HELLO.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
     /// Join a cluster: accept links from other nodes here (and tell them to dial it).
     #[arg(long)]
     cluster_listen: Option<SocketAddr>,
@@ -113,6 +116,15 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.hub.timeouts.ping_interval = Duration::from_millis(args.ping_interval_ms);
     config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
     config.metrics = args.metrics;
+    if let Some(path) = &args.token_file {
+        match fanout::auth::Tokens::read(path) {
+            Ok(tokens) => config.hub.tokens = Some(tokens),
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     match cluster_config(&args) {
         Ok(cluster) => config.cluster = cluster,
         Err(e) => {

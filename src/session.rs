@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::auth::Tokens;
 use crate::codec::line::{is_line_mode, LineSplitter};
 use crate::codec::{ClientFrame, FrameDecoder, HELLO_FLAG_ECHO, JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION};
 use crate::error::{DecodeError, ErrorCode};
@@ -118,6 +119,7 @@ pub struct Session {
     pings_sent: u64,
     timeouts: Timeouts,
     session_id: u64,
+    tokens: Option<Tokens>,
 }
 
 impl Session {
@@ -137,7 +139,14 @@ impl Session {
             pings_sent: 0,
             timeouts,
             session_id,
+            tokens: None,
         }
+    }
+
+    /// Requires one of `tokens` in `HELLO`; line mode, which cannot send one, is refused.
+    pub fn with_tokens(mut self, tokens: Option<Tokens>) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// The dialect, once the first byte decided it.
@@ -187,6 +196,9 @@ impl Session {
             };
             if is_line_mode(first) {
                 self.mode = Mode::Line;
+                if self.tokens.is_some() {
+                    return Err(Fault::new(ErrorCode::Unauthorized, "this server needs a token: use a binary client"));
+                }
                 self.ready = true;
                 self.name = Bytes::from(format!("guest{}", self.session_id));
                 return Ok(Some(Request::LineStart));
@@ -226,6 +238,12 @@ impl Session {
                     ErrorCode::UnsupportedVersion,
                     format!("version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.version),
                 ));
+            }
+            if let Some(tokens) = &self.tokens {
+                if !tokens.accepts(&hello.token) {
+                    // Says nothing about the token offered: no echo of secrets, no hints.
+                    return Err(Fault::new(ErrorCode::Unauthorized, "bad or missing token"));
+                }
             }
             if !valid_user_name(&hello.name) {
                 return Err(Fault::new(ErrorCode::InvalidName, "name must be 1-32 bytes of A-Z a-z 0-9 _ - ."));
