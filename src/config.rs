@@ -122,11 +122,15 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// How often the reactor runs connection timers: a quarter of the shortest timeout, between
+    /// How often the reactor runs connection (and node link) timers: a quarter of the shortest timeout, between
     /// 10 ms and 1 s, so a timeout fires at most 25% late.
     pub fn tick(&self) -> Duration {
         let t = &self.hub.timeouts;
-        let shortest = t.handshake.min(t.ping_interval).min(t.ping_timeout);
+        let mut shortest = t.handshake.min(t.ping_interval).min(t.ping_timeout);
+        if self.cluster.is_some() {
+            // Node links ping after 0.5 s of silence and are given up after 3 s.
+            shortest = shortest.min(crate::cluster::LINK_PING_INTERVAL);
+        }
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 }

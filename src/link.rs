@@ -143,6 +143,11 @@ impl<L> Link<L> {
         self.forwards_dropped
     }
 
+    /// The node id the peer said hello with, if it did.
+    pub fn peer_node_id(&self) -> Option<u16> {
+        self.hello.as_ref().map(|h| h.node_id)
+    }
+
     /// The cluster address the peer announced, if it is a node that said hello.
     pub fn peer_cluster_addr(&self) -> Option<&Bytes> {
         self.hello.as_ref().map(|h| &h.cluster_addr).filter(|a| !a.is_empty())

@@ -108,6 +108,17 @@ fn parse_level(text: &str) -> Result<LevelFilter, String> {
 
 fn serve(args: ServeArgs) -> ExitCode {
     fanout::logging::init(args.log_level);
+    // Every connection is a file descriptor: take the hard limit, which may allow far more
+    // than the usual soft 1,024.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            log::info!("file descriptor limit {limit}");
+            if (limit as usize) < args.max_connections {
+                log::warn!("--max-connections {} is above the descriptor limit {limit}", args.max_connections);
+            }
+        }
+        Err(e) => log::warn!("could not raise the file descriptor limit: {e}"),
+    }
     let mut config = ServerConfig::new(args.listen);
     config.hub.connections_max = args.max_connections;
     config.hub.output_bytes_max = args.max_output_bytes;

@@ -138,6 +138,18 @@ impl<T, L> Hub<T, L> {
             .collect()
     }
 
+    /// Ids of the nodes we have an authenticated link to.
+    pub fn linked_node_ids(&self) -> Vec<u16> {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.class == LinkClass::Node)
+            .filter_map(|(_, l)| match l.state {
+                LinkState::Up { node_id, .. } => Some(node_id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Nodes learned through gossip since the last call.
     pub fn take_node_addresses(&mut self, into: &mut Vec<NodeAddress>) {
         into.clear();
@@ -295,8 +307,13 @@ impl<T, L> Hub<T, L> {
                 log::error!("refusing the node at {addr}: node id {} is already used by another node", hello.node_id);
                 return self.link_down(peer, now);
             }
-            // Two links to the same node (both dialed): keep the one dialed by the smaller id.
-            let keep_new = dialer_of(&self.links[peer], hello.node_id, own) < dialer_of(other_link, hello.node_id, own);
+            // Two links to the same node. A working link always stays (a redial that reached an
+            // already linked node, say under another address, must not replace it); between two
+            // links still in their handshake (both dialed at once), the one dialed by the
+            // smaller id stays, which both ends decide alike.
+            let other_up = matches!(other_link.state, LinkState::Up { .. });
+            let keep_new = !other_up
+                && dialer_of(&self.links[peer], hello.node_id, own) < dialer_of(other_link, hello.node_id, own);
             let drop = if keep_new { other } else { peer };
             log::debug!("two links to node {}; dropping link {drop}", hello.node_id);
             self.link_down(drop, now);

@@ -48,6 +48,9 @@ struct Target {
     redial: Redial,
     next_at: Instant,
     state: TargetState,
+    /// The node behind this address, once a handshake told us: an address that leads to an
+    /// already linked node (linked through another address) is not dialed again.
+    node_id: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,15 +191,16 @@ impl Reactor {
             net.add_target(node.addr, now);
         }
         let linked = self.hub.linked_node_addrs();
+        let linked_ids = self.hub.linked_node_ids();
         let due: Vec<String> = net
             .targets
             .iter_mut()
             .filter_map(|(addr, target)| {
-                if linked.contains(addr) {
+                let is_linked = linked.contains(addr) || target.node_id.is_some_and(|id| linked_ids.contains(&id));
+                if is_linked {
                     target.redial.succeeded();
                 }
-                (target.state == TargetState::Idle && target.next_at <= now && !linked.contains(addr))
-                    .then(|| addr.clone())
+                (target.state == TargetState::Idle && target.next_at <= now && !is_linked).then(|| addr.clone())
             })
             .collect();
         for addr in due {
@@ -369,6 +373,7 @@ impl Reactor {
         let mut down = Vec::new();
         self.hub.take_links_down(&mut down);
         for peer in down {
+            let node_id = self.hub.link_mut(peer).and_then(|l| l.peer_node_id());
             if let Some(LinkIo::Tcp(mut tcp)) = self.hub.remove_link(peer) {
                 let _ = self.poll.registry().deregister(&mut tcp.stream);
                 let _ = tcp.stream.shutdown(Shutdown::Both);
@@ -378,6 +383,7 @@ impl Reactor {
                     if target.state == TargetState::Linked(peer) {
                         target.state = TargetState::Idle;
                         target.next_at = target.redial.failed(now);
+                        target.node_id = target.node_id.or(node_id);
                     }
                 }
             }
@@ -392,6 +398,7 @@ impl NodeNet {
         }
         let seed = u64::from_be_bytes(random_bytes());
         log::info!("cluster: will link to node at {addr}");
-        self.targets.insert(addr, Target { redial: Redial::new(seed), next_at: now, state: TargetState::Idle });
+        let target = Target { redial: Redial::new(seed), next_at: now, state: TargetState::Idle, node_id: None };
+        self.targets.insert(addr, target);
     }
 }
