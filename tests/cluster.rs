@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fanout::client::{Client, Event};
+use fanout::client::{Client, ClientOptions, Event};
+use fanout::failover::{FailoverClient, FailoverEvent, ReconnectPolicy};
 use support::{connect_joined, Server};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -173,9 +174,31 @@ fn a_killed_node_leaves_the_others_chatting_and_rejoins_when_restarted() {
     for node in [&a, &b, &c] {
         node.wait_links_up(2);
     }
+    // A failover client starts on c, with a as its second address.
+    let policy = ReconnectPolicy::default();
+    let options = ClientOptions::default();
+    let mut roamer = FailoverClient::connect(&[c.server.addr(), a.server.addr()], "roamer", &options, policy)
+        .expect("the failover client connects to c");
+    roamer.join("chat").expect("join on c");
+    roamer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut friend = connect_joined(b.server.addr(), "friend", "chat");
+    roamer.publish("chat", b"from c").unwrap();
+    assert_eq!(&friend.next_message().expect("friend hears roamer via c").payload[..], b"from c");
+
     let c_cluster = c.cluster;
     drop(c); // kills the process
     a.server.wait_for_log("to node 3 is down", MESH_TIMEOUT).expect("a notices c is gone");
+    match roamer.next_event().expect("the roamer notices and fails over") {
+        FailoverEvent::Reconnected(r) => assert_eq!(r.addr, a.server.addr(), "failed over to a"),
+        other => panic!("expected a failover, got {other:?}"),
+    }
+    roamer.publish("chat", b"from a").unwrap();
+    assert_eq!(&friend.next_message().expect("friend hears roamer via a").payload[..], b"from a");
+    friend.publish("chat", b"to roamer").unwrap();
+    match roamer.next_event().expect("roamer hears friend") {
+        FailoverEvent::Event(Event::Message(m)) => assert_eq!(&m.payload[..], b"to roamer"),
+        other => panic!("expected friend's message, got {other:?}"),
+    }
     let mut clients = connect_clients(&[&a, &b], 2, "r");
     exchange(&mut clients, "r", 100);
     // c comes back on the same address and id, with no peers given: the others redial it.
@@ -221,4 +244,43 @@ fn a_room_only_on_other_nodes_gets_messages_published_on_this_one() {
             }
         }
     }
+}
+
+#[test]
+fn an_incompatible_link_version_is_refused_and_receives_nothing() {
+    use fanout::codec::peer::{peer_type, LinkHello, PeerFrame};
+    use fanout::codec::FrameDecoder;
+    use std::io::{Read, Write};
+
+    let secret = secret_file("version", "s");
+    let a = Node::start(&secret, 1, &[], &[]);
+    let mut hello = bytes::BytesMut::new();
+    PeerFrame::Hello(LinkHello {
+        version: 2,
+        node_id: 7,
+        core_id: 0,
+        instance: 1,
+        nonce: [0; 16],
+        cluster_addr: "127.0.0.1:1".into(),
+    })
+    .encode(&mut hello);
+    let mut stream = std::net::TcpStream::connect(a.cluster).expect("connect to the cluster port");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.write_all(&hello).unwrap();
+    let mut got = bytes::BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the node neither refused nor closed: {e}"),
+        }
+    }
+    let mut kinds = Vec::new();
+    while let Some(raw) = FrameDecoder::default().decode(&mut got).expect("whole frames") {
+        kinds.push(raw.kind);
+    }
+    assert_eq!(kinds, vec![peer_type::LINK_HELLO], "only the node's own hello, then the close");
+    a.server.wait_for_log("speaks link version 2", IO_TIMEOUT).expect("a clear log line");
 }
