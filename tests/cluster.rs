@@ -284,3 +284,21 @@ fn an_incompatible_link_version_is_refused_and_receives_nothing() {
     assert_eq!(kinds, vec![peer_type::LINK_HELLO], "only the node's own hello, then the close");
     a.server.wait_for_log("speaks link version 2", IO_TIMEOUT).expect("a clear log line");
 }
+
+#[test]
+fn a_second_node_with_a_taken_id_is_refused() {
+    let secret = secret_file("dup", "s");
+    let a = Node::start(&secret, 1, &[], &[]);
+    let b = Node::start(&secret, 2, &[a.cluster], &[]);
+    a.wait_links_up(1);
+    // Another process claims node id 2, already live at b.
+    let impostor = Node::start(&secret, 2, &[a.cluster], &[]);
+    a.server.wait_for_log("already used by another node", MESH_TIMEOUT).expect("a refuses the duplicate id");
+    // b's link stays up, and b's clients still reach a's.
+    let mut on_a = connect_joined(a.server.addr(), "alice", "r");
+    let mut on_b = connect_joined(b.server.addr(), "bob", "r");
+    on_b.publish("r", b"still here").unwrap();
+    assert_eq!(&on_a.next_message().expect("a hears b").payload[..], b"still here");
+    assert!(!a.server.log_text().contains("to node 2 is down"), "the real node 2 was dropped");
+    drop(impostor);
+}
