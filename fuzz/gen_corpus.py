@@ -45,6 +45,7 @@ def step(conn, data=b"", action=0):
 
 
 TICK = lambda conn, units: step(conn, action=47 + units)  # advances 3 * units seconds
+STALL = lambda conn: step(conn, action=44)  # the client stops reading, or reads again
 HANGUP = lambda conn: step(conn, action=62)
 REOPEN = lambda conn: step(conn, action=63)
 
@@ -57,6 +58,14 @@ seeds = {
         "frame_too_large": bytes.fromhex("0010000001"),
         "unknown_type": frame(0x3F) + frame(0x10, b"x"),
         "partial": hello(b"carol")[:9],
+        # A 4 GiB declaration (the hostile test's), refused from its header alone.
+        "declares_4gib": hello(b"mallory") + join(b"lobby") + bytes.fromhex("ffffffff04"),
+        # Exactly the max body (66,560): framed and parsed, refused only by the payload limit.
+        "body_at_limit": frame(0x04, short(b"r") + b"p" * (66_560 - 2)) + ping(1),
+        # Regressions of the fixed encoder finding: parsed names and rooms longer than the protocol allows.
+        "regress_publish_room_67": hello(b"alice") + join(b"lobby") + publish(bytes(range(0x43, 0x86)), b"payload"),
+        "regress_publish_room_255": publish(bytes((0x5C + i) % 256 for i in range(255)), b""),
+        "regress_hello_name_255": hello(b"n" * 255, token=b"t" * 255),
     },
     "line_splitter": {
         "lines": b"\x40hello\r\nworld\n\npartial",
@@ -72,6 +81,20 @@ seeds = {
         "timeouts": step(0, hello(b"erin")) + TICK(0, 11) + TICK(0, 11) + step(1, hello(b"frank")) + TICK(1, 1),
         "hangup_reopen": step(0, hello(b"gina") + join(b"r")) + step(1, hello(b"hal") + join(b"r")) + HANGUP(0)
         + REOPEN(0) + step(0, hello(b"gina") + join(b"r")) + step(1, publish(b"r", b"again")),
+        # A join flood: 70 distinct rooms, past the 64-per-connection limit.
+        "join_flood": step(0, hello(b"jack")) + b"".join(
+            step(0, b"".join(join(b"flood-%02d" % (i + k)) for k in range(10))) for i in range(0, 70, 10)
+        ) + step(1, hello(b"kim") + join(b"flood-00")) + step(0, publish(b"flood-00", b"after the flood")),
+        # Slowloris: HELLO one byte per step, 3 s apart: cut by the 10 s handshake timeout.
+        "slowloris": b"".join(step(0, bytes([b])) + TICK(0, 1) for b in hello(b"slow")),
+        # A 4 GiB declaration after joining, then the clock runs on.
+        "declares_4gib": step(0, hello(b"mallory") + join(b"lobby")) + step(1, hello(b"nick") + join(b"lobby"))
+        + step(0, bytes.fromhex("ffffffff04")) + step(1, publish(b"lobby", b"still here")) + TICK(0, 1),
+        # A reader that stops reading while another publishes: cut at the (harness's 4 KiB) output limit.
+        "stalled_reader": step(0, hello(b"olga") + join(b"r")) + step(1, hello(b"pete") + join(b"r")) + STALL(1)
+        + b"".join(step(0, publish(b"r", bytes([i]) * 200)) for i in range(30)) + STALL(1) + step(1, ping(9)),
+        # A client that stalls before its WELCOME and then lets the handshake timeout pass.
+        "stalled_handshake": STALL(2) + step(2, hello(b"quinn")) + TICK(2, 4) + STALL(2) + step(0, hello(b"rita")),
         "request_errors": step(2, hello(b"ivy") + leave(b"nope") + join(b"a") + join(b"a") + join(b"bad room"))
         + step(2, join(b"s", flags=1) + publish(b"s", b"m") + publish(b"t", b"m") + hello(b"ivy")),
     },

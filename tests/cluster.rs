@@ -296,7 +296,7 @@ fn a_second_node_with_a_taken_id_is_refused() {
     a.server.wait_for_log("already used by another node", MESH_TIMEOUT).expect("a refuses the duplicate id");
     // b's link stays up, and b's clients still reach a's.
     let mut on_a = connect_joined(a.server.addr(), "alice", "r");
-    let mut on_b = connect_joined(b.server.addr(), "bob", "r");
+    let on_b = connect_joined(b.server.addr(), "bob", "r");
     on_b.publish("r", b"still here").unwrap();
     assert_eq!(&on_a.next_message().expect("a hears b").payload[..], b"still here");
     assert!(!a.server.log_text().contains("to node 2 is down"), "the real node 2 was dropped");
