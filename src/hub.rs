@@ -7,6 +7,8 @@
 //! `TcpStream` in the server, `()` in tests): the hub stores it and never touches it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -54,6 +56,9 @@ pub struct HubConfig {
     pub timeouts: Timeouts,
     /// Tokens a client must present in `HELLO`, if any.
     pub tokens: Option<crate::auth::Tokens>,
+    /// Connections held by every hub of the server: `connections_max` is per server, so the
+    /// reactors share this one counter (an atomic touched once per accept and per close).
+    pub live_connections: Arc<AtomicUsize>,
 }
 
 impl Default for HubConfig {
@@ -70,6 +75,7 @@ impl Default for HubConfig {
                 ping_timeout: PING_TIMEOUT,
             },
             tokens: None,
+            live_connections: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -220,7 +226,8 @@ impl<T, L> Hub<T, L> {
 
     /// Takes a new connection, or gives it back with the `SERVER_FULL` frame to send it.
     pub fn open(&mut self, io: T, now: Instant) -> Result<ConnKey, (T, Bytes)> {
-        if self.conns.len() >= self.config.connections_max {
+        if self.config.live_connections.fetch_add(1, Ordering::AcqRel) >= self.config.connections_max {
+            self.config.live_connections.fetch_sub(1, Ordering::AcqRel);
             self.stats.refused_full += 1;
             let mut frame = BytesMut::new();
             encode_error_raw(&mut frame, ErrorCode::ServerFull as u16, b"the server is at its connection limit");
@@ -375,6 +382,7 @@ impl<T, L> Hub<T, L> {
     /// Removes a finished connection and gives back its transport.
     pub fn remove(&mut self, key: ConnKey) -> Option<T> {
         let conn = self.conns.try_remove(key)?;
+        self.config.live_connections.fetch_sub(1, Ordering::AcqRel);
         self.leave_all(key);
         Some(conn.io)
     }
@@ -598,6 +606,7 @@ impl<T> Fanout<'_, T> {
             }
             let conn = &mut self.conns[member.conn];
             debug_assert!(!conn.is_closing(), "closing connections are in no room");
+
             if conn.session.mode() == Mode::Line {
                 let line = line.get_or_insert_with(|| {
                     let mut dst = BytesMut::new();

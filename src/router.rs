@@ -31,6 +31,7 @@ struct Membership {
     room: usize,
     stream: u64,
     last_seq: u64,
+    send_only: bool,
 }
 
 /// Why the router refused a request; each maps to a request error code.
@@ -116,7 +117,7 @@ impl Router {
         self.rooms[id].members.push(Member { conn, receives: !send_only });
         self.streams_issued += 1;
         let stream = self.stream_base + self.streams_issued;
-        self.memberships[conn].push(Membership { room: id, stream, last_seq: 0 });
+        self.memberships[conn].push(Membership { room: id, stream, last_seq: 0, send_only });
         self.debug_assert_invariants();
         Ok(Change { room_edge: existing.is_none() })
     }
@@ -162,6 +163,22 @@ impl Router {
         let (stream, seq) = (membership.stream, membership.last_seq);
         let room = &self.rooms[id];
         Ok(Delivery { room: &room.name, stream, seq, members: &room.members })
+    }
+
+    /// Holds back (`false`) or resumes (`true`) deliveries to `conn` in `room`; a send-only
+    /// member never receives. A member is held while its `JOINED` waits for peers' acks, so
+    /// nothing reaches it before the point its guarantees start from.
+    pub fn set_receiving(&mut self, conn: ConnKey, room: &[u8], receiving: bool) {
+        let Some(id) = self.by_name.get(room).copied() else {
+            return;
+        };
+        let Some(m) = self.memberships.get(conn).and_then(|list| list.iter().find(|m| m.room == id)) else {
+            return;
+        };
+        let receives = receiving && !m.send_only;
+        if let Some(member) = self.rooms[id].members.iter_mut().find(|x| x.conn == conn) {
+            member.receives = receives;
+        }
     }
 
     /// The members of `room`, if it exists.

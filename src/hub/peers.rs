@@ -387,6 +387,9 @@ impl<T, L> Hub<T, L> {
         if let Some(pending) = self.pending.get_mut(room).filter(|p| !p.awaiting.is_empty()) {
             pending.waiters.push(Waiter::Conn(key, self.conns[key].session.session_id()));
             self.conns[key].awaiting_joined = true;
+            // Nothing reaches it before its JOINED (a forward still in flight for an earlier
+            // life of the room, say): its guarantees start there.
+            self.router.set_receiving(key, room, false);
             return;
         }
         self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, room));
@@ -489,6 +492,7 @@ impl<T, L> Hub<T, L> {
                         continue;
                     }
                     conn.awaiting_joined = false;
+                    self.router.set_receiving(key, room, true);
                     self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, room));
                     self.resumed.push(key);
                     // Requests that arrived behind the JOIN run now, in order.
