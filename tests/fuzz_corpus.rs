@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 mod client_frame;
 #[path = "../fuzz/checks/line_splitter.rs"]
 mod line_splitter;
+#[path = "../fuzz/checks/metrics_http.rs"]
+mod metrics_http;
+#[path = "../fuzz/checks/peer_frame.rs"]
+mod peer_frame;
 #[path = "../fuzz/checks/session.rs"]
 mod session;
 
@@ -62,6 +66,16 @@ fn line_splitter_corpus_passes_its_check() {
 }
 
 #[test]
+fn peer_frame_corpus_passes_its_check() {
+    assert!(replay("peer_frame", peer_frame::check) > 0);
+}
+
+#[test]
+fn metrics_http_corpus_passes_its_check() {
+    assert!(replay("metrics_http", metrics_http::check) > 0);
+}
+
+#[test]
 fn session_corpus_passes_its_check() {
     assert!(replay("session", session::check) > 0);
 }
@@ -70,7 +84,7 @@ fn session_corpus_passes_its_check() {
 /// added without its seeds being checked on stable.
 #[test]
 fn every_fuzz_target_has_a_replayed_corpus() {
-    let replayed = ["client_frame", "line_splitter", "session"];
+    let replayed = ["client_frame", "line_splitter", "metrics_http", "peer_frame", "session"];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("fuzz_targets");
     let mut targets: Vec<String> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
