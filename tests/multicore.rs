@@ -17,32 +17,7 @@ use std::thread;
 use fanout::client::{Client, ClientOptions};
 use support::{assert_nothing_before_pong, connect, connect_with, LineConn, Progress, Server, IO_TIMEOUT};
 
-/// A small deterministic PRNG (splitmix64), so a failing schedule can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
-        self.next() % denominator < numerator
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-}
+use support::rng::Rng;
 
 /// How many clients sit on each core.
 fn per_core<'a>(clients: impl IntoIterator<Item = &'a Client>, cores: usize) -> Vec<usize> {

@@ -37,35 +37,9 @@ use fanout::router::ConnKey;
 const HUBS: usize = 3;
 const ROOMS: [&str; 3] = ["r0", "r1", "r2"];
 
-/// A small deterministic PRNG (splitmix64): a failing run is replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, numerator: u64, denominator: u64) -> bool {
-        self.next() % denominator < numerator
-    }
-
-    /// How many of `available` bytes to move: often all, else a random cut.
-    fn cut(&mut self, available: usize) -> usize {
-        if self.chance(1, 2) {
-            available
-        } else {
-            1 + self.below(available)
-        }
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn encode(frame: &ClientFrame) -> Vec<u8> {
     let mut buf = BytesMut::new();

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod rng;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
