@@ -30,6 +30,20 @@ use crate::outbox::Outbox;
 use crate::router::{ConnKey, Member, RouteError, Router};
 use crate::session::{Fault, Mode, Request, Session, Timeouts, TimerEvent};
 
+/// The fan-out loop's view of a hub, borrowed field by field so the router's member list can be
+/// read at the same time (a method borrowing all of `self` could not).
+macro_rules! fanout {
+    ($hub:expr) => {
+        Fanout {
+            conns: &mut $hub.conns,
+            to_flush: &mut $hub.to_flush,
+            slow: &mut $hub.slow,
+            stats: &mut $hub.stats,
+            output_bytes_max: $hub.config.output_bytes_max,
+        }
+    };
+}
+
 /// Bytes reserved at a time for encoding publishes, so small frames share one allocation.
 const ENCODE_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -440,14 +454,7 @@ impl<T, L> Hub<T, L> {
             encode_message(dst, delivery.stream, delivery.seq, delivery.room, &name, payload)
         });
         self.stats.publishes += 1;
-        let mut fanout = Fanout {
-            conns: &mut self.conns,
-            to_flush: &mut self.to_flush,
-            slow: &mut self.slow,
-            stats: &mut self.stats,
-            output_bytes_max: self.config.output_bytes_max,
-        };
-        fanout.deliver(delivery.members, skip, &frame, &name, payload);
+        fanout!(self).deliver(delivery.members, skip, &frame, &name, payload);
         self.forward(room, &frame, None, now);
         self.cut_slow_consumers(now);
     }

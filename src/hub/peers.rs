@@ -553,14 +553,7 @@ impl<T, L> Hub<T, L> {
             dst.extend_from_slice(body);
         });
         if let Some(members) = self.router.members(room) {
-            let mut fanout = Fanout {
-                conns: &mut self.conns,
-                to_flush: &mut self.to_flush,
-                slow: &mut self.slow,
-                stats: &mut self.stats,
-                output_bytes_max: self.config.output_bytes_max,
-            };
-            fanout.deliver(members, None, &frame, name, payload);
+            fanout!(self).deliver(members, None, &frame, name, payload);
         }
         let from = self.links[peer].class;
         self.forward(room, &frame, Some(from), now);
