@@ -508,36 +508,42 @@ impl<T, L> Hub<T, L> {
         if from.is_some() && self.gateway.is_none() {
             return; // only a gateway relays
         }
-        let targets: Vec<PeerId> = self
-            .interest
-            .peers(room)
-            .iter()
-            .copied()
-            .filter(|p| self.links.get(*p).is_some_and(|l| l.carries_traffic() && Some(l.class) != from))
-            .collect();
-        if targets.is_empty() {
-            return;
-        }
-        let body = message_body(message);
-        self.encode.reserve(HEADER_BYTES + body.len());
-        encode_forward(&mut self.encode, body);
-        let frame = self.encode.split().freeze();
-        for peer in targets {
-            let link = &mut self.links[peer];
+        let Self { interest, links, encode, stats, links_to_flush, .. } = self;
+        let mut frame: Option<Bytes> = None;
+        let mut too_slow: Vec<PeerId> = Vec::new();
+        for &peer in interest.peers(room) {
+            let Some(link) = links.get_mut(peer) else {
+                continue;
+            };
+            if !link.carries_traffic() || Some(link.class) == from {
+                continue;
+            }
+            let frame = frame.get_or_insert_with(|| {
+                let body = message_body(message);
+                encode.reserve(HEADER_BYTES + body.len());
+                encode_forward(encode, body);
+                encode.split().freeze()
+            });
             if link.outbox.queued_bytes() > LINK_OUTPUT_BYTES_MAX {
                 link.forwards_dropped += 1;
-                self.stats.forwards_dropped += 1;
+                stats.forwards_dropped += 1;
                 if link.class == LinkClass::Node {
                     // A node this far behind (grey failure) is cut and redialled, never waited for.
-                    log::warn!("node link {peer} is over its queue limit; dropping it");
-                    self.link_down(peer, now);
+                    too_slow.push(peer);
                 }
                 // A sibling this far behind loses messages (seq gaps show it); it never stalls us.
                 continue;
             }
-            link.push(&frame);
-            self.stats.forwards_sent += 1;
-            self.queue_link_flush(peer);
+            link.push(frame);
+            stats.forwards_sent += 1;
+            if !link.flush_queued {
+                link.flush_queued = true;
+                links_to_flush.push(peer);
+            }
+        }
+        for peer in too_slow {
+            log::warn!("node link {peer} is over its queue limit; dropping it");
+            self.link_down(peer, now);
         }
     }
 
