@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use fanout::client::{Client, Event};
-use fanout::codec::{ClientFrame, FrameDecoder, Hello, ServerFrame, PROTOCOL_VERSION};
+use fanout::codec::{ClientFrame, FrameDecoder, ServerFrame};
 use fanout::error::ErrorCode;
-use support::{connect, connect_joined, Bystander, Progress, RawConn, RawRead, Server, IO_TIMEOUT};
+use support::{connect, connect_joined, encode, hello, Bystander, Progress, RawConn, RawRead, Server, IO_TIMEOUT};
 
 const FRAME_TOO_LARGE: u16 = ErrorCode::FrameTooLarge as u16;
 const SLOW_CONSUMER: u16 = ErrorCode::SlowConsumer as u16;
@@ -40,21 +40,6 @@ const FATAL_WITHIN: Duration = Duration::from_secs(5);
 
 /// The handshake timeout the slowloris and half-open tests run with.
 const HANDSHAKE_TIMEOUT_MS: u64 = 500;
-
-fn hello(name: &str) -> ClientFrame {
-    ClientFrame::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        flags: 0,
-        name: Bytes::copy_from_slice(name.as_bytes()),
-        token: Bytes::new(),
-    })
-}
-
-fn encode(frame: &ClientFrame) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    frame.encode(&mut buf);
-    buf.to_vec()
-}
 
 /// Tracks the server's RSS against a bound from a starting point.
 struct RssWatch<'a> {

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fanout::client::{Client, ClientError};
-use fanout::codec::{ClientFrame, Hello, ServerFrame, PROTOCOL_VERSION};
+use fanout::codec::{ClientFrame, ServerFrame};
 use fanout::error::ErrorCode;
 use fanout::limits::{FRAME_BODY_BYTES_MAX, LINE_BYTES_MAX, PAYLOAD_BYTES_MAX, ROOMS_PER_CONNECTION_MAX};
-use support::{assert_nothing_before_pong, connect, connect_joined, LineConn, RawConn, RawRead, Server};
+use support::{assert_nothing_before_pong, connect, connect_joined, hello, LineConn, RawConn, RawRead, Server};
 
 const SERVER_FULL: u16 = ErrorCode::ServerFull as u16;
 const TOO_MANY_ROOMS: u16 = ErrorCode::TooManyRooms as u16;
@@ -33,15 +33,6 @@ const SLOT_FREED_WITHIN: Duration = Duration::from_secs(5);
 
 /// Pause between attempts while polling for a freed slot: a bounded poll, not synchronisation.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
-
-fn hello(name: &str) -> ClientFrame {
-    ClientFrame::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        flags: 0,
-        name: Bytes::copy_from_slice(name.as_bytes()),
-        token: Bytes::new(),
-    })
-}
 
 /// Connects, says `HELLO`, and returns the connection if the server welcomed it, or `None` if
 /// it refused it with `SERVER_FULL` and closed it. Anything else fails the test.

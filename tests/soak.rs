@@ -72,12 +72,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fanout::client::{Client, ClientError, ClientOptions, Event, Sender};
-use fanout::codec::{ClientFrame, Hello, Message, ServerFrame, PROTOCOL_VERSION};
+use fanout::codec::{ClientFrame, Message, ServerFrame};
 use fanout::error::ErrorCode;
 use support::proxy::Proxy;
-use support::{LineConn, RawConn, RawRead, Server};
+use support::{encode, hello, LineConn, RawConn, RawRead, Server};
 
 // ----- knobs -----
 
@@ -764,21 +764,6 @@ fn node_letter(node: usize) -> char {
 
 // ----- hostile clients -----
 
-fn hello_frame(name: &str) -> Vec<u8> {
-    encode(&ClientFrame::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        flags: 0,
-        name: Bytes::copy_from_slice(name.as_bytes()),
-        token: Bytes::new(),
-    }))
-}
-
-fn encode(frame: &ClientFrame) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    frame.encode(&mut buf);
-    buf.to_vec()
-}
-
 /// A frame with any type byte and body.
 fn raw_frame(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut f = (body.len() as u32).to_be_bytes().to_vec();
@@ -892,7 +877,7 @@ fn oversize(target: Target, round: u64, rng: &mut Rng) -> Result<(), String> {
 
 /// Drips a `HELLO` (never finishing it) until the handshake timeout cuts the connection.
 fn slowloris(target: Target, round: u64) -> Result<(), String> {
-    let hello = hello_frame(&format!("slowloris{}-{round}", node_letter(target.node)));
+    let hello = encode(&hello(&format!("slowloris{}-{round}", node_letter(target.node))));
     let mut conn = RawConn::connect(target.addr);
     let started = Instant::now();
     // The read timeout paces the drip.

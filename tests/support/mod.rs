@@ -228,6 +228,23 @@ pub enum RawRead {
     Eof,
 }
 
+/// A version-1 `HELLO` as `name`, no flags, no token.
+pub fn hello(name: &str) -> ClientFrame {
+    ClientFrame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        flags: 0,
+        name: bytes::Bytes::copy_from_slice(name.as_bytes()),
+        token: bytes::Bytes::new(),
+    })
+}
+
+/// One frame's bytes, header included.
+pub fn encode(frame: &ClientFrame) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    frame.encode(&mut buf);
+    buf.to_vec()
+}
+
 /// A binary connection driven byte by byte, for broken input and for readers that must see
 /// exactly what the server wrote.
 pub struct RawConn {
@@ -248,13 +265,7 @@ impl RawConn {
     /// Connects, says `HELLO` as `name` and checks the `WELCOME`.
     pub fn greeted(addr: SocketAddr, name: &str) -> Self {
         let mut conn = Self::connect(addr);
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            flags: 0,
-            name: bytes::Bytes::copy_from_slice(name.as_bytes()),
-            token: bytes::Bytes::new(),
-        };
-        conn.send_frame(&ClientFrame::Hello(hello));
+        conn.send_frame(&hello(name));
         match conn.read() {
             Ok(RawRead::Frame(ServerFrame::Welcome(_))) => {}
             other => panic!("expected WELCOME, got {other:?}"),
@@ -278,9 +289,7 @@ impl RawConn {
 
     /// Encodes and writes one frame.
     pub fn send_frame(&mut self, frame: &ClientFrame) {
-        let mut buf = BytesMut::new();
-        frame.encode(&mut buf);
-        self.send(&buf);
+        self.send(&encode(frame));
     }
 
     /// Reads the next frame or end of stream. A decode error means the server wrote bytes that
