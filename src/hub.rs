@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
@@ -22,7 +22,7 @@ use crate::codec::{
 use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
 use crate::limits::{
-    CONNECTIONS_MAX, DEFAULT_ROOM, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, LINE_BYTES_MAX,
+    CLOSE_LINGER, CONNECTIONS_MAX, DEFAULT_ROOM, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, LINE_BYTES_MAX,
     OUTPUT_BYTES_MAX, PING_INTERVAL, PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX, SHARE_FRAME_BYTES_MIN,
 };
 use crate::link::Link;
@@ -46,9 +46,6 @@ macro_rules! fanout {
 
 /// Bytes reserved at a time for encoding publishes, so small frames share one allocation.
 const ENCODE_BUFFER_BYTES: usize = 64 * 1024;
-
-/// How long a connection being closed for a fault may take to read its error and hang up.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Highest core id: session and stream ids give the core 8 bits (node 16, counter 40).
 pub const MAX_CORE_ID: u16 = 255;
@@ -521,7 +518,7 @@ impl<T, L> Hub<T, L> {
         self.stats.count_error(code);
         self.leave_all(key);
         let conn = &mut self.conns[key];
-        conn.state = State::Closing { deadline: now + LINGER };
+        conn.state = State::Closing { deadline: now + CLOSE_LINGER };
         conn.input.clear();
         // Frees a slow consumer's backlog at once, but never splits a frame on the wire.
         conn.outbox.cut_after_current_frame();

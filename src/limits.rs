@@ -44,6 +44,9 @@ pub const CONNECTIONS_MAX: usize = 100_000;
 /// Default time a binary client has between connecting and sending `HELLO`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection being closed for a fault may take to read its error and hang up.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
 /// Default silence from a client after which the server sends `PING`.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 

@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 use crate::codec::{ClientFrame, Hello, Message, ServerFrame, HELLO_FLAG_ECHO, JOIN_FLAG_SEND_ONLY};
 use crate::limits::HEADER_BYTES;
