@@ -386,10 +386,10 @@ fn a_slow_consumer_lingers_on_the_injected_clock() {
         send(&mut hub, a, &publish("r", &[0; 4096]), t);
     }
     hub.tick(t);
-    assert_eq!(finished(&mut hub), Vec::<ConnKey>::new(), "cut at t, so it lingers until t + LINGER");
-    hub.tick(t + LINGER - MS);
+    assert_eq!(finished(&mut hub), Vec::<ConnKey>::new(), "cut at t, so it lingers until t + CLOSE_LINGER");
+    hub.tick(t + CLOSE_LINGER - MS);
     assert_eq!(finished(&mut hub), Vec::<ConnKey>::new());
-    hub.tick(t + LINGER);
+    hub.tick(t + CLOSE_LINGER);
     assert_eq!(finished(&mut hub), vec![slow]);
 }
 
@@ -537,9 +537,9 @@ fn tick_times_out_a_connection_without_hello_then_finishes_it_after_the_linger()
     assert!(!hub.conn_mut(greeted).unwrap().is_closing());
     assert_eq!(drain(&mut hub, greeted), vec![]);
 
-    hub.tick(expired_at + LINGER - MS);
+    hub.tick(expired_at + CLOSE_LINGER - MS);
     assert_eq!(finished(&mut hub), vec![]);
-    hub.tick(expired_at + LINGER);
+    hub.tick(expired_at + CLOSE_LINGER);
     assert_eq!(finished(&mut hub), vec![silent]);
 }
 
