@@ -145,7 +145,10 @@ impl Outbox {
                     iov[count] = IoSlice::new(chunk);
                     count += 1;
                 }
-                if !self.tail.is_empty() && count < IOVECS_PER_WRITE_MAX {
+                // The tail goes after *every* chunk: with more chunks than iovecs it waits for a
+                // later write, or its bytes would overtake the chunks left out (and `consume`,
+                // which takes bytes from the front, would drop the wrong ones).
+                if !self.tail.is_empty() && count == self.chunks.len() && count < IOVECS_PER_WRITE_MAX {
                     iov[count] = IoSlice::new(&self.tail);
                     count += 1;
                 }
@@ -255,6 +258,22 @@ mod tests {
             assert_eq!(w.got, expected, "per_call {per_call}");
             assert!(outbox.is_empty());
         }
+    }
+
+    #[test]
+    fn a_copied_frame_behind_more_shared_frames_than_iovecs_keeps_its_place() {
+        let mut outbox = Outbox::with_share_threshold(0);
+        let mut expected = Vec::new();
+        for i in 0..IOVECS_PER_WRITE_MAX * 2 {
+            let frame = Bytes::from(vec![i as u8; 3]);
+            outbox.push(&frame);
+            expected.extend_from_slice(&frame);
+        }
+        outbox.push_slice(b"copied");
+        expected.extend_from_slice(b"copied");
+        let mut out = Vec::new();
+        assert_eq!(outbox.flush_to(&mut out).unwrap(), Flush::Drained);
+        assert_eq!(out, expected);
     }
 
     #[test]
