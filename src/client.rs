@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{
-    encode_publish, ClientFrame, FrameDecoder, Hello, Message, ServerFrame, Welcome, HELLO_FLAG_ECHO,
-    JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION,
+    encode_publish, ClientFrame, FrameDecoder, Hello, Members, Message, PresenceEvent, RoomList, ServerFrame, Welcome,
+    HELLO_FLAG_ECHO, JOIN_FLAG_PRESENCE, JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION,
 };
 use crate::error::{DecodeError, ErrorCode};
 
@@ -75,6 +75,12 @@ pub enum Event {
     Left(Bytes),
     /// The answer to a [`Sender::ping`].
     Pong(u64),
+    /// A room's members: the answer to [`Sender::who`], or sent after a join with presence.
+    Members(Members),
+    /// The rooms: the answer to [`Sender::rooms`].
+    Rooms(RoomList),
+    /// Someone joined, left or was renamed in a room joined with presence.
+    Presence(PresenceEvent),
 }
 
 /// How to say `HELLO`.
@@ -118,6 +124,16 @@ impl Sender {
     /// Sends `PING` with `nonce`; the `PONG` arrives as [`Event::Pong`].
     pub fn ping(&self, nonce: u64) -> io::Result<()> {
         self.send(&ClientFrame::Ping(nonce))
+    }
+
+    /// Asks who is in `room`; the answer arrives as [`Event::Members`].
+    pub fn who(&self, room: &str) -> io::Result<()> {
+        self.send(&ClientFrame::Who { room: Bytes::copy_from_slice(room.as_bytes()) })
+    }
+
+    /// Asks which rooms exist; the answer arrives as [`Event::Rooms`].
+    pub fn rooms(&self) -> io::Result<()> {
+        self.send(&ClientFrame::Rooms)
     }
 
     /// Closes both directions of the connection.
@@ -214,6 +230,57 @@ impl Client {
         self.join_with(room, JOIN_FLAG_SEND_ONLY)
     }
 
+    /// Joins `room` asking for presence, and waits for the confirmation and the room's
+    /// members; later joins and leaves in the room arrive as [`Event::Presence`].
+    pub fn join_with_presence(&mut self, room: &str) -> Result<Members, ClientError> {
+        self.join_watching(room)?;
+        let room = Bytes::copy_from_slice(room.as_bytes());
+        let mut members = None;
+        self.wait_for(|frame| match frame {
+            ServerFrame::Members(m) if m.room == room => {
+                members = Some(m.clone());
+                true
+            }
+            _ => false,
+        })?;
+        members.ok_or(ClientError::Closed)
+    }
+
+    /// Joins `room` asking for presence and waits for `JOINED` only: the room's members then
+    /// arrive as [`Event::Members`], later changes as [`Event::Presence`].
+    pub fn join_watching(&mut self, room: &str) -> Result<(), ClientError> {
+        self.join_with(room, JOIN_FLAG_PRESENCE)
+    }
+
+    /// Asks who is in `room` and waits for the answer.
+    pub fn who(&mut self, room: &str) -> Result<Members, ClientError> {
+        self.sender.who(room)?;
+        let room = Bytes::copy_from_slice(room.as_bytes());
+        let mut members = None;
+        self.wait_for(|frame| match frame {
+            ServerFrame::Members(m) if m.room == room => {
+                members = Some(m.clone());
+                true
+            }
+            _ => false,
+        })?;
+        members.ok_or(ClientError::Closed)
+    }
+
+    /// Asks which rooms exist and waits for the answer.
+    pub fn rooms(&mut self) -> Result<RoomList, ClientError> {
+        self.sender.rooms()?;
+        let mut rooms = None;
+        self.wait_for(|frame| match frame {
+            ServerFrame::RoomList(list) => {
+                rooms = Some(list.clone());
+                true
+            }
+            _ => false,
+        })?;
+        rooms.ok_or(ClientError::Closed)
+    }
+
     fn join_with(&mut self, room: &str, flags: u8) -> Result<(), ClientError> {
         let room = Bytes::copy_from_slice(room.as_bytes());
         self.sender.send(&ClientFrame::Join { flags, room: room.clone() })?;
@@ -253,6 +320,9 @@ impl Client {
             ServerFrame::Joined(room) => Event::Joined(room),
             ServerFrame::Left(room) => Event::Left(room),
             ServerFrame::Pong(nonce) => Event::Pong(nonce),
+            ServerFrame::Members(m) => Event::Members(m),
+            ServerFrame::RoomList(list) => Event::Rooms(list),
+            ServerFrame::Presence(p) => Event::Presence(p),
             ServerFrame::Welcome(_) | ServerFrame::Ping(_) => {
                 return Err(ClientError::Protocol(DecodeError::UnexpectedFrame(frame_kind(&frame))))
             }
@@ -269,7 +339,7 @@ impl Client {
     }
 
     /// Reads frames until `wanted` matches one, keeping deliveries for [`Client::next_event`].
-    fn wait_for(&mut self, wanted: impl Fn(&ServerFrame) -> bool) -> Result<(), ClientError> {
+    fn wait_for(&mut self, mut wanted: impl FnMut(&ServerFrame) -> bool) -> Result<(), ClientError> {
         loop {
             let frame = self.read_frame()?;
             if wanted(&frame) {

@@ -30,7 +30,7 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::client::{Client, ClientError, ClientOptions, Event, Sender};
-use crate::codec::Welcome;
+use crate::codec::{Members, RoomList, Welcome};
 
 /// Codes below this are fatal: the server closes the connection after the `ERROR`.
 const FIRST_REQUEST_ERROR_CODE: u16 = 256;
@@ -190,6 +190,8 @@ impl std::error::Error for FailoverError {
 struct Membership {
     room: String,
     send_only: bool,
+    /// Joined with presence: re-joined with it, so `MEMBERS` follows each reconnection.
+    watching: bool,
 }
 
 /// A [`Client`] over a list of servers that reconnects to the next one when its server dies and
@@ -286,12 +288,34 @@ impl FailoverClient {
         self.join_with(room, true)
     }
 
+    /// Joins `room` with presence (see [`Client::join_watching`]): its `MEMBERS` and later
+    /// `PRESENCE` events arrive from [`FailoverClient::next_event`], and again after a failover.
+    pub fn join_watching(&mut self, room: &str) -> Result<(), FailoverError> {
+        self.with_conn(|conn| conn.join_watching(room))?;
+        self.remember(Membership { room: room.to_string(), send_only: false, watching: true });
+        Ok(())
+    }
+
+    /// Asks who is in `room` on the current connection and waits for the answer.
+    pub fn who(&mut self, room: &str) -> Result<Members, FailoverError> {
+        self.with_conn(|conn| conn.who(room))
+    }
+
+    /// Asks which rooms exist on the current connection and waits for the answer.
+    pub fn list_rooms(&mut self) -> Result<RoomList, FailoverError> {
+        self.with_conn(Client::rooms)
+    }
+
     fn join_with(&mut self, room: &str, send_only: bool) -> Result<(), FailoverError> {
         self.with_conn(|conn| if send_only { conn.join_send_only(room) } else { conn.join(room) })?;
-        if !self.rooms.iter().any(|m| m.room == room) {
-            self.rooms.push(Membership { room: room.to_string(), send_only });
-        }
+        self.remember(Membership { room: room.to_string(), send_only, watching: false });
         Ok(())
+    }
+
+    fn remember(&mut self, membership: Membership) {
+        if !self.rooms.iter().any(|m| m.room == membership.room) {
+            self.rooms.push(membership);
+        }
     }
 
     /// Leaves `room` and forgets it: even if interrupted, it is not re-joined on failover.
@@ -464,6 +488,8 @@ fn connect_and_rejoin(
     for m in rooms {
         if m.send_only {
             conn.join_send_only(&m.room)?;
+        } else if m.watching {
+            conn.join_watching(&m.room)?;
         } else {
             conn.join(&m.room)?;
         }

@@ -6,7 +6,7 @@
 //! which are finished. `T` is the transport the reactor keeps with each connection (a
 //! `TcpStream` in the server, `()` in tests): the hub stores it and never touches it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,16 +17,18 @@ use slab::Slab;
 use crate::codec::line::{encode_error_line, encode_message_line, LineSplitter};
 use crate::codec::{
     encode_error_raw, encode_message, encode_nonce, encode_room_reply, encode_welcome, frame_type, FrameDecoder,
-    Welcome, PROTOCOL_VERSION,
+    PresenceKind, Welcome, PROTOCOL_VERSION,
 };
 use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
 use crate::limits::{
-    CLOSE_LINGER, CONNECTIONS_MAX, DEFAULT_ROOM, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, LINE_BYTES_MAX,
-    OUTPUT_BYTES_MAX, PING_INTERVAL, PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX, SHARE_FRAME_BYTES_MIN,
+    CLOSE_LINGER, CONNECTIONS_MAX, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, LINE_BYTES_MAX,
+    LINE_MODE_SILENCE, OUTPUT_BYTES_MAX, PING_INTERVAL, PING_TIMEOUT, PRESENCE_ENTRIES_MAX, ROOMS_PER_CONNECTION_MAX,
+    SHARE_FRAME_BYTES_MIN,
 };
 use crate::link::Link;
 use crate::outbox::Outbox;
+use crate::presence::Presence;
 use crate::router::{ConnKey, Member, RouteError, Router};
 use crate::session::{Fault, Mode, Request, Session, Timeouts, TimerEvent};
 
@@ -149,6 +151,10 @@ pub struct Conn<T> {
     /// Waiting for a `JOINED`: the connection's later requests wait too, so its replies
     /// keep request order.
     awaiting_joined: bool,
+    /// The join being answered asked for presence (`MEMBERS` after `JOINED`, then events).
+    watch_pending: bool,
+    /// Line mode: the greeting went out.
+    greeted: bool,
 }
 
 impl<T> Conn<T> {
@@ -199,6 +205,9 @@ pub struct Hub<T, L = ()> {
     to_flush: Vec<ConnKey>,
     finished: Vec<ConnKey>,
     slow: Vec<ConnKey>,
+    /// Connections not yet decided, in accept order (so by deadline): (deadline, key, session).
+    undecided: VecDeque<(Instant, ConnKey, u64)>,
+    presence: Presence,
     encode: BytesMut,
     sessions_issued: u64,
     id_base: u64,
@@ -228,6 +237,8 @@ impl<T, L> Hub<T, L> {
             to_flush: Vec::new(),
             finished: Vec::new(),
             slow: Vec::new(),
+            undecided: VecDeque::new(),
+            presence: Presence::new(PRESENCE_ENTRIES_MAX),
             encode: BytesMut::with_capacity(ENCODE_BUFFER_BYTES),
             sessions_issued: 0,
             id_base,
@@ -254,7 +265,8 @@ impl<T, L> Hub<T, L> {
         )
         .with_tokens(self.config.tokens.clone());
         self.stats.connections_opened += 1;
-        Ok(self.conns.insert(Conn {
+        let session_id = session.session_id();
+        let key = self.conns.insert(Conn {
             io,
             input: BytesMut::new(),
             session,
@@ -262,7 +274,40 @@ impl<T, L> Hub<T, L> {
             flush_queued: false,
             state: State::Open,
             awaiting_joined: false,
-        }))
+            watch_pending: false,
+            greeted: false,
+        });
+        self.undecided.push_back((now + LINE_MODE_SILENCE, key, session_id));
+        Ok(key)
+    }
+
+    /// The next moment a silent connection is due to be taken as line mode, if any: the
+    /// reactor wakes then and calls [`Hub::expire_silent`] (the periodic tick is too coarse).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.undecided.front().map(|(deadline, _, _)| *deadline)
+    }
+
+    /// Takes every connection that stayed silent for the line-mode silence as a line-mode
+    /// client: it joins the default room and is greeted in text.
+    pub fn expire_silent(&mut self, now: Instant) {
+        while let Some(&(deadline, key, session_id)) = self.undecided.front() {
+            if deadline > now {
+                return;
+            }
+            self.undecided.pop_front();
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.session.session_id() != session_id || conn.is_closing() {
+                continue;
+            }
+            match conn.session.take_as_line() {
+                Ok(Some(request)) => self.apply(key, request, now),
+                Ok(None) => {}
+                Err(fault) => self.fault(key, fault, now),
+            }
+            self.cut_slow_consumers(now);
+        }
     }
 
     /// The connection under `key`, if it exists.
@@ -325,7 +370,7 @@ impl<T, L> Hub<T, L> {
     /// The peer closed its side or the socket failed: drop the connection now.
     pub fn handle_hangup(&mut self, key: ConnKey) {
         if self.conns.contains(key) {
-            self.leave_all(key);
+            self.leave_all(key, PresenceKind::Lost);
             self.finish(key);
         }
     }
@@ -394,7 +439,7 @@ impl<T, L> Hub<T, L> {
     pub fn remove(&mut self, key: ConnKey) -> Option<T> {
         let conn = self.conns.try_remove(key)?;
         self.config.live_connections.fetch_sub(1, Ordering::AcqRel);
-        self.leave_all(key);
+        self.leave_all_of(key, conn.session.session_id(), conn.session.name().clone(), PresenceKind::Lost);
         Some(conn.io)
     }
 
@@ -410,26 +455,16 @@ impl<T, L> Hub<T, L> {
                 };
                 self.reply(key, |dst| encode_welcome(dst, &welcome));
             }
-            Request::LineStart => {
-                // A fresh connection is in no room, so this join cannot hit a limit.
-                let lobby = DEFAULT_ROOM.as_bytes();
-                if let Ok(change) = self.router.join(key, lobby, false) {
-                    self.joined(key, lobby, change.room_edge);
-                }
-            }
-            Request::Join { room, send_only } => match self.router.join(key, &room, send_only) {
-                Ok(change) => self.joined(key, &room, change.room_edge),
-                Err(e) => self.refuse(key, e, &room),
-            },
-            Request::Leave { room } => match self.router.leave(key, &room) {
-                Ok(change) => {
-                    if change.room_edge {
-                        self.room_gone(&room);
-                    }
+            Request::LineStart => self.line_start(key),
+            Request::Join { room, send_only, presence } => self.join(key, &room, send_only, presence),
+            Request::Leave { room } => {
+                if self.leave(key, &room).is_ok() {
                     self.reply(key, |dst| encode_room_reply(dst, frame_type::LEFT, &room));
                 }
-                Err(e) => self.refuse(key, e, &room),
-            },
+            }
+            Request::Who { room } => self.who(key, &room),
+            Request::Rooms => self.list_rooms(key),
+            Request::Line(command) => self.line_command(key, command, now),
             Request::Publish { room, payload } => self.publish(key, &room, &payload, now),
             Request::Ping(nonce) => self.reply(key, |dst| encode_nonce(dst, frame_type::PONG, nonce)),
             Request::Pong(_) => {}
@@ -476,12 +511,60 @@ impl<T, L> Hub<T, L> {
         std::mem::swap(into, &mut self.resumed);
     }
 
-    /// Takes `key` out of every room, withdrawing rooms it leaves empty.
-    fn leave_all(&mut self, key: ConnKey) {
+    /// Adds `key` to `room` and tells everyone; `JOINED` follows once the room's announcement
+    /// is acknowledged (see `peers.rs`).
+    fn join(&mut self, key: ConnKey, room: &[u8], send_only: bool, watch: bool) {
+        match self.router.join(key, room, send_only) {
+            Ok(change) => {
+                let conn = &mut self.conns[key];
+                conn.watch_pending = watch;
+                let (session_id, name) = (conn.session.session_id(), conn.session.name().clone());
+                self.local_presence(room, PresenceKind::Joined, session_id, &name);
+                self.joined(key, room, change.room_edge);
+            }
+            Err(e) => self.refuse(key, e, room),
+        }
+    }
+
+    /// Takes `key` out of `room` and tells everyone; refuses if it is not a member.
+    fn leave(&mut self, key: ConnKey, room: &[u8]) -> Result<(), RouteError> {
+        match self.router.leave(key, room) {
+            Ok(change) => {
+                if change.room_edge {
+                    self.room_gone(room);
+                }
+                let session = &self.conns[key].session;
+                let (session_id, name) = (session.session_id(), session.name().clone());
+                self.local_presence(room, PresenceKind::Left, session_id, &name);
+                Ok(())
+            }
+            Err(e) => {
+                self.refuse(key, e, room);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes `key` out of every room, withdrawing rooms it leaves empty; `why` is what the
+    /// other members are told.
+    fn leave_all(&mut self, key: ConnKey, why: PresenceKind) {
+        let session = &self.conns[key].session;
+        let (session_id, name) = (session.session_id(), session.name().clone());
+        self.leave_all_of(key, session_id, name, why);
+    }
+
+    fn leave_all_of(&mut self, key: ConnKey, session_id: u64, name: Bytes, why: PresenceKind) {
+        let rooms = self.router.rooms_of_conn(key);
+        if rooms.is_empty() {
+            return;
+        }
         let mut gone = Vec::new();
         self.router.disconnect_with(key, |room| gone.push(room));
         for room in gone {
             self.room_gone(&room);
+        }
+        for room in rooms {
+            self.local_presence(&room, why, session_id, &name);
         }
     }
 
@@ -492,8 +575,19 @@ impl<T, L> Hub<T, L> {
             RouteError::NotAMember => (ErrorCode::NotAMember, format!("not a member of {room}")),
             RouteError::AlreadyAMember => (ErrorCode::AlreadyAMember, format!("already a member of {room}")),
         };
+        self.request_error(key, code, &text);
+    }
+
+    /// A refused request: an `ERROR` frame, or an error line in line mode; the connection stays.
+    fn request_error(&mut self, key: ConnKey, code: ErrorCode, text: &str) {
         self.stats.count_error(code);
-        self.reply(key, |dst| encode_error_raw(dst, code as u16, text.as_bytes()));
+        if self.conns[key].session.mode() == Mode::Line {
+            let mut line = BytesMut::new();
+            encode_error_line(&mut line, code, text);
+            self.push_line(key, &line);
+        } else {
+            self.reply(key, |dst| encode_error_raw(dst, code as u16, text.as_bytes()));
+        }
     }
 
     fn fault(&mut self, key: ConnKey, fault: Fault, now: Instant) {
@@ -501,8 +595,7 @@ impl<T, L> Hub<T, L> {
             self.stats.fatal_errors += 1;
             self.close(key, fault.code, &fault.text, now);
         } else {
-            self.stats.count_error(fault.code);
-            self.reply(key, |dst| encode_error_raw(dst, fault.code as u16, fault.text.as_bytes()));
+            self.request_error(key, fault.code, &fault.text);
         }
     }
 
@@ -516,7 +609,7 @@ impl<T, L> Hub<T, L> {
             log::info!("closing connection {key} (session {session}): {code}: {text}");
         }
         self.stats.count_error(code);
-        self.leave_all(key);
+        self.leave_all(key, PresenceKind::Lost);
         let conn = &mut self.conns[key];
         conn.state = State::Closing { deadline: now + CLOSE_LINGER };
         conn.input.clear();
@@ -548,6 +641,20 @@ impl<T, L> Hub<T, L> {
         self.queue_flush(key);
     }
 
+    /// Queues text for a line-mode connection (it counts against the output limit like any
+    /// reply); binary connections get nothing from it.
+    fn push_line(&mut self, key: ConnKey, line: &[u8]) {
+        let conn = &mut self.conns[key];
+        if conn.session.mode() != Mode::Line || conn.is_closing() {
+            return;
+        }
+        conn.outbox.push_slice(line);
+        if conn.outbox.queued_bytes() > self.config.output_bytes_max {
+            self.slow.push(key);
+        }
+        self.queue_flush(key);
+    }
+
     fn queue_flush(&mut self, key: ConnKey) {
         let conn = &mut self.conns[key];
         if !conn.flush_queued {
@@ -563,7 +670,9 @@ impl<T, L> Hub<T, L> {
     }
 }
 
+mod line;
 mod peers;
+mod presence;
 use peers::PendingInterest;
 pub use peers::{Gateway, NodeAddress};
 

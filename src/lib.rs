@@ -28,6 +28,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod metrics_server;
 pub mod outbox;
+pub mod presence;
 pub mod reactor;
 pub mod router;
 pub mod server;

@@ -71,6 +71,33 @@ pub const SHARE_FRAME_BYTES_MIN: usize = 512;
 /// The room line-mode clients live in.
 pub const DEFAULT_ROOM: &str = "lobby";
 
+/// How long a new connection may stay silent before it is taken as a line-mode (text) client
+/// and greeted. Binary clients send `HELLO` the moment they connect, so they decide their
+/// dialect by their first byte long before this; a person with `nc` who only listens is greeted
+/// after it and then receives the room's messages.
+pub const LINE_MODE_SILENCE: Duration = Duration::from_millis(150);
+
+/// Idle time before the kernel probes a client's TCP connection (line-mode clients are never
+/// pinged, so this is what finds a dead `nc`).
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Time between two TCP keepalive probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Unanswered TCP keepalive probes before the kernel drops the connection: a dead peer is found
+/// within idle + probes × interval = 90 s.
+pub const TCP_KEEPALIVE_PROBES: u32 = 3;
+
+/// Most members one `MEMBERS` reply (and a line-mode `/who`) lists; the total is always given.
+pub const MEMBERS_LISTED_MAX: usize = 256;
+
+/// Most rooms one `ROOM_LIST` reply (and a line-mode `/rooms`) lists; the total is always given.
+pub const ROOMS_LISTED_MAX: usize = 256;
+
+/// Most presence entries (one per member of a room, cluster-wide) one core keeps; entries
+/// from peers beyond it are not stored, so `/who` shows fewer members than there are.
+pub const PRESENCE_ENTRIES_MAX: usize = 1_000_000;
+
 const _: () = assert!(PAYLOAD_BYTES_MAX + MESSAGE_FIELDS_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
 const _: () = assert!(FRAME_BODY_BYTES_MAX < (1 << 24), "binary frames must start with 0x00");
 const _: () = assert!(1 + ROOM_NAME_BYTES_MAX + PAYLOAD_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
@@ -80,6 +107,16 @@ const _: () = assert!(ROOM_NAME_BYTES_MAX <= u8::MAX as usize, "room names have 
 const _: () = assert!(USER_NAME_BYTES_MAX <= u8::MAX as usize, "user names have a one-byte length");
 const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN_MAX);
 const _: () = assert!(OUTPUT_BYTES_MAX >= HEADER_BYTES + FRAME_BODY_BYTES_MAX);
+const _: () = assert!(
+    1 + ROOM_NAME_BYTES_MAX + 4 + 2 + MEMBERS_LISTED_MAX * (8 + 1 + USER_NAME_BYTES_MAX) <= FRAME_BODY_BYTES_MAX,
+    "a MEMBERS reply fits one frame"
+);
+const _: () = assert!(
+    4 + 2 + ROOMS_LISTED_MAX * (1 + ROOM_NAME_BYTES_MAX + 4) <= FRAME_BODY_BYTES_MAX,
+    "a ROOM_LIST reply fits one frame"
+);
+const _: () = assert!(MEMBERS_LISTED_MAX <= u16::MAX as usize && ROOMS_LISTED_MAX <= u16::MAX as usize);
+const _: () = assert!(LINE_MODE_SILENCE.as_millis() < HANDSHAKE_TIMEOUT.as_millis());
 
 /// Bytes queued on one peer link before further forwards to that peer are dropped.
 pub const LINK_OUTPUT_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -1,16 +1,16 @@
 //! The `fanout` command: `serve` runs the relay, `chat` is an interactive terminal client.
 
-use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use fanout::client::{Client, ClientError, Event};
 use fanout::config::{ClusterConfig, ConfigError, ServerConfig, DEFAULT_LISTEN};
 use fanout::limits;
 use fanout::server::Server;
 use log::LevelFilter;
+
+mod chat;
 
 #[derive(Parser)]
 #[command(name = "fanout", version, about = "A chat relay server and its tools")]
@@ -24,7 +24,7 @@ enum Command {
     /// Run the relay server.
     Serve(ServeArgs),
     /// Chat from the terminal: type lines, read everyone else's.
-    Chat(ChatArgs),
+    Chat(chat::ChatArgs),
     /// Load-test a server (fanout, NATS or Redis pub/sub): throughput, latency, loss.
     Bench(fanout::bench::BenchArgs),
 }
@@ -81,23 +81,10 @@ struct ServeArgs {
     log_level: Option<LevelFilter>,
 }
 
-#[derive(Args)]
-struct ChatArgs {
-    /// Server address.
-    #[arg(default_value = DEFAULT_LISTEN)]
-    addr: String,
-    /// Your name (1-32 of A-Z a-z 0-9 _ - .).
-    #[arg(long, default_value = "anon")]
-    name: String,
-    /// Room to chat in.
-    #[arg(long, default_value = limits::DEFAULT_ROOM)]
-    room: String,
-}
-
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
-        Command::Chat(args) => chat(args),
+        Command::Chat(args) => chat::run(&args),
         Command::Bench(args) => fanout::bench::run(args),
     }
 }
@@ -148,7 +135,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let reactor = match Server::bind(config, threads) {
         Ok(reactor) => reactor,
         Err(e) => {
-            log::error!("cannot start on {}: {e}", args.listen);
+            log::error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -187,59 +174,4 @@ fn cluster_config(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError
         secret,
         node_id: args.node_id,
     }))
-}
-
-fn chat(args: ChatArgs) -> ExitCode {
-    match run_chat(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("fanout chat: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run_chat(args: &ChatArgs) -> Result<(), ClientError> {
-    let mut client = Client::connect(args.addr.as_str(), &args.name)?;
-    client.join(&args.room)?;
-    eprintln!("connected to {} as {} in {} (session {})", args.addr, args.name, args.room, client.welcome().session_id);
-    let sender = client.sender();
-    let printer = std::thread::spawn(move || print_events(client));
-    for line in io::stdin().lock().lines() {
-        let line = line?;
-        if !line.is_empty() {
-            sender.publish(&args.room, line.as_bytes())?;
-        }
-    }
-    let _ = sender.shutdown();
-    let _ = printer.join();
-    Ok(())
-}
-
-fn print_events(mut client: Client) {
-    let stdout = io::stdout();
-    loop {
-        let event = match client.next_event() {
-            Ok(event) => event,
-            Err(ClientError::Closed) => return,
-            Err(e) => {
-                eprintln!("fanout chat: {e}");
-                return;
-            }
-        };
-        let mut out = stdout.lock();
-        let written = match event {
-            Event::Message(m) => {
-                let _ = out.write_all(&m.name);
-                let _ = out.write_all(b": ");
-                let _ = out.write_all(&m.payload);
-                out.write_all(b"\n")
-            }
-            Event::Error { code, text } => writeln!(out, "error {code}: {text}"),
-            _ => Ok(()),
-        };
-        if written.and_then(|()| out.flush()).is_err() {
-            return;
-        }
-    }
 }

@@ -12,7 +12,10 @@ use slab::Slab;
 
 use crate::metrics::METRICS_CONNECTIONS_MAX;
 use crate::metrics::{parse_request, render, response, HttpRequest, ReactorMetrics, HTTP_REQUEST_BYTES_MAX};
+use crate::reactor::bind_error;
 
+/// Names the metrics listener in its bind errors.
+const METRICS_LISTENER_NAME: &str = "metrics listener (--metrics)";
 /// Token of the metrics listener.
 pub const METRICS_LISTENER: Token = Token(usize::MAX - 4);
 /// Metrics connections take tokens from here up (far above any client connection's key).
@@ -38,7 +41,7 @@ pub struct MetricsEndpoint {
 impl MetricsEndpoint {
     /// Binds `addr` and registers the listener.
     pub fn bind(addr: SocketAddr, registry: &Registry, reactors: Vec<Arc<ReactorMetrics>>) -> io::Result<Self> {
-        let mut listener = TcpListener::bind(addr)?;
+        let mut listener = TcpListener::bind(addr).map_err(|e| bind_error(METRICS_LISTENER_NAME, addr, e))?;
         registry.register(&mut listener, METRICS_LISTENER, Interest::READABLE)?;
         Ok(Self { listener, scrapes: Slab::new(), reactors })
     }

@@ -22,7 +22,9 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::interest::PeerId;
-use crate::limits::{READ_BYTES_PER_TURN_MAX, READ_CHUNK_BYTES};
+use crate::limits::{
+    READ_BYTES_PER_TURN_MAX, READ_CHUNK_BYTES, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_PROBES,
+};
 use crate::mailbox::{MailLink, Mailbox};
 
 mod cluster;
@@ -195,7 +197,10 @@ impl Reactor {
         let mut peers = Vec::new();
         loop {
             let now = Instant::now();
-            let wake_at = self.next_dial_at().map_or(next_tick, |dial| dial.min(next_tick));
+            let mut wake_at = self.next_dial_at().map_or(next_tick, |dial| dial.min(next_tick));
+            if let Some(deadline) = self.hub.next_deadline() {
+                wake_at = wake_at.min(deadline);
+            }
             let timeout = if self.read_queue.is_empty() && !self.node_reads_pending() {
                 wake_at.saturating_duration_since(now)
             } else {
@@ -245,6 +250,8 @@ impl Reactor {
                 self.accept_paused_until = None;
                 self.accept_all(now);
             }
+            // Before reading: a silent connection due to join the room now gets this turn's messages.
+            self.hub.expire_silent(now);
             std::mem::swap(&mut keys, &mut self.read_queue);
             for key in keys.drain(..) {
                 self.read(key, now);
@@ -499,22 +506,65 @@ impl Reactor {
     }
 }
 
+/// Names the client listener in its bind errors.
+pub(crate) const CLIENT_LISTENER_NAME: &str = "client listener (--listen)";
+
+/// Turns a failed bind or listen of the listener `name` on `addr` into an error that names
+/// both, keeping its kind: a server has up to three listeners, and the operator must learn
+/// which one's address is taken.
+pub(crate) fn bind_error(name: &str, addr: SocketAddr, e: io::Error) -> io::Error {
+    let text = match e.kind() {
+        io::ErrorKind::AddrInUse => format!("{name}: address {addr} is already in use"),
+        _ => format!("{name}: cannot listen on {addr}: {e}"),
+    };
+    io::Error::new(e.kind(), text)
+}
+
+/// Fails with `AddrInUse` when a socket of another process already listens on `addr`, whether
+/// or not it set SO_REUSEPORT. Call it before binding the reactors' shared listeners.
+///
+/// Why: SO_REUSEPORT cannot tell our sibling reactors from another `fanout` of the same user,
+/// so a second server would join this port and the kernel would split new clients between two
+/// servers that cannot hear each other. A probe bound with SO_REUSEADDR but *without*
+/// SO_REUSEPORT conflicts with any listening socket on the address (EADDRINUSE), yet not with
+/// the TIME_WAIT leftovers of a previous run (SO_REUSEADDR); it is dropped unlistened, before
+/// our own listeners bind. The race it leaves: two servers started at the same instant may
+/// both probe before either listens, and then share the port as before. Holding the probe
+/// would not close it — two bound, unlistened SO_REUSEADDR sockets do not conflict.
+pub(crate) fn refuse_taken_address(addr: SocketAddr) -> io::Result<()> {
+    let probe = || -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        Ok(socket)
+    };
+    probe().map(drop).map_err(|e| bind_error(CLIENT_LISTENER_NAME, addr, e))
+}
+
 /// A non-blocking listener with SO_REUSEADDR (and SO_REUSEPORT when reactors share the
-/// address) and an explicit backlog, built with socket2.
+/// address) and an explicit backlog, built with socket2; errors name the client listener.
 fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
+    let bound = || -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(backlog)?;
+        Ok(socket)
+    };
+    let socket = bound().map_err(|e| bind_error(CLIENT_LISTENER_NAME, addr, e))?;
     Ok(TcpListener::from_std(socket.into()))
 }
 
 /// TCP_NODELAY (we batch ourselves, once per turn) and keepalive (finds dead line-mode peers).
 fn tune_accepted(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    SockRef::from(stream).set_keepalive(true)
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_PROBES);
+    SockRef::from(stream).set_tcp_keepalive(&keepalive)
 }

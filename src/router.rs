@@ -16,6 +16,9 @@ pub struct Member {
     pub conn: ConnKey,
     /// False for `SEND_ONLY` members, who publish but never receive.
     pub receives: bool,
+    /// True once the member is told of others joining and leaving (line mode always; binary
+    /// clients that joined with the presence flag).
+    pub watches: bool,
 }
 
 /// A room: its name and its members, in join order.
@@ -23,6 +26,8 @@ pub struct Member {
 struct Room {
     name: Bytes,
     members: Vec<Member>,
+    /// Members with `watches` set, so a presence change in a room nobody watches costs nothing.
+    watchers: usize,
 }
 
 /// One connection's membership of one room, with the publish stream that membership owns.
@@ -110,11 +115,11 @@ impl Router {
             // Own the name: a slice of the read buffer would pin that whole buffer for as long
             // as the room lives.
             let name = Bytes::copy_from_slice(room);
-            let id = self.rooms.insert(Room { name: name.clone(), members: Vec::new() });
+            let id = self.rooms.insert(Room { name: name.clone(), members: Vec::new(), watchers: 0 });
             self.by_name.insert(name, id);
             id
         });
-        self.rooms[id].members.push(Member { conn, receives: !send_only });
+        self.rooms[id].members.push(Member { conn, receives: !send_only, watches: false });
         self.streams_issued += 1;
         let stream = self.stream_base + self.streams_issued;
         self.memberships[conn].push(Membership { room: id, stream, last_seq: 0, send_only });
@@ -181,6 +186,37 @@ impl Router {
         }
     }
 
+    /// Starts (`true`) or stops telling `conn` of presence changes in `room`.
+    pub fn set_watching(&mut self, conn: ConnKey, room: &[u8], watching: bool) {
+        let Some(id) = self.by_name.get(room).copied() else {
+            return;
+        };
+        let room = &mut self.rooms[id];
+        if let Some(member) = room.members.iter_mut().find(|x| x.conn == conn) {
+            if member.watches != watching {
+                member.watches = watching;
+                if watching {
+                    room.watchers += 1;
+                } else {
+                    room.watchers -= 1;
+                }
+            }
+        }
+    }
+
+    /// The members of `room` that watch it (are told of presence changes).
+    pub fn watchers(&self, room: &[u8]) -> impl Iterator<Item = ConnKey> + '_ {
+        let room = self.by_name.get(room).map(|id| &self.rooms[*id]).filter(|r| r.watchers > 0);
+        room.into_iter().flat_map(|r| r.members.iter().filter(|m| m.watches).map(|m| m.conn))
+    }
+
+    /// The rooms `conn` is in, in join order.
+    pub fn rooms_of_conn(&self, conn: ConnKey) -> Vec<Bytes> {
+        self.memberships
+            .get(conn)
+            .map_or_else(Vec::new, |list| list.iter().map(|m| self.rooms[m.room].name.clone()).collect())
+    }
+
     /// The members of `room`, if it exists.
     pub fn members(&self, room: &[u8]) -> Option<&[Member]> {
         let id = self.by_name.get(room)?;
@@ -199,10 +235,13 @@ impl Router {
 
     /// Removes one member; returns the room's name if that left the room empty (and gone).
     fn remove_member(&mut self, id: usize, conn: ConnKey) -> Option<Bytes> {
-        let members = &mut self.rooms[id].members;
+        let room = &mut self.rooms[id];
+        let members = &mut room.members;
         if let Some(at) = members.iter().position(|m| m.conn == conn) {
             // Keep join order: fan-out order is then stable and easy to reason about.
-            members.remove(at);
+            if members.remove(at).watches {
+                room.watchers -= 1;
+            }
         }
         if members.is_empty() {
             let room = self.rooms.remove(id);
@@ -235,6 +274,7 @@ impl Router {
         debug_assert_eq!(total, members, "every member has exactly one membership");
         for (_, room) in &self.rooms {
             debug_assert!(!room.members.is_empty(), "empty rooms are removed");
+            debug_assert_eq!(room.watchers, room.members.iter().filter(|m| m.watches).count());
         }
     }
 }

@@ -15,7 +15,10 @@ use crate::cluster::{default_node_id, random_bytes};
 use crate::config::ServerConfig;
 use crate::hub::{Gateway, MAX_CORE_ID};
 use crate::mailbox::MailLink;
-use crate::reactor::{Reactor, StopHandle};
+use crate::reactor::{bind_error, refuse_taken_address, Reactor, StopHandle};
+
+/// Names the cluster listener in its bind errors.
+const CLUSTER_LISTENER_NAME: &str = "cluster listener (--cluster-listen)";
 
 /// Every reactor of one server, built and linked, ready to run.
 pub struct Server {
@@ -24,7 +27,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `threads` reactors to `config.listen` and links each pair of them.
+    /// Binds `threads` reactors to `config.listen` and links each pair of them. Fails with
+    /// `AddrInUse` when another process listens on any of the server's addresses; every bind
+    /// error names its listener (`client listener (--listen)`, `metrics listener (--metrics)`,
+    /// `cluster listener (--cluster-listen)`) and address.
     pub fn bind(config: ServerConfig, threads: usize) -> io::Result<Self> {
         if threads == 0 || threads > usize::from(MAX_CORE_ID) + 1 {
             let text = format!("--threads must be between 1 and {}", usize::from(MAX_CORE_ID) + 1);
@@ -34,7 +40,8 @@ impl Server {
         // id is given, and every core's ids carry the node id.
         let cluster = match &config.cluster {
             Some(cluster) => {
-                let listener = mio::net::TcpListener::bind(cluster.listen)?;
+                let listener = mio::net::TcpListener::bind(cluster.listen)
+                    .map_err(|e| bind_error(CLUSTER_LISTENER_NAME, cluster.listen, e))?;
                 let own = match &cluster.advertise {
                     Some(advertised) => advertised.clone(),
                     None => listener.local_addr()?.to_string(),
@@ -44,6 +51,13 @@ impl Server {
             }
             None => None,
         };
+        let reuse_port = threads > 1;
+        // Shared listeners set SO_REUSEPORT, which would let us join another process's port
+        // silently: probe first. A lone listener needs no probe (the kernel refuses its bind),
+        // nor does port 0 (the kernel picks a port no one listens on).
+        if reuse_port && config.listen.port() != 0 {
+            refuse_taken_address(config.listen)?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let mut reactors: Vec<Reactor> = Vec::with_capacity(threads);
         let mut listen_on = config.listen;
@@ -54,7 +68,7 @@ impl Server {
             if let Some((_, _, node_id)) = &cluster {
                 core_config.hub.node_id = *node_id;
             }
-            let reactor = Reactor::bind_shared(core_config, threads > 1, stop.clone())?;
+            let reactor = Reactor::bind_shared(core_config, reuse_port, stop.clone())?;
             // With port 0 the first bind picks the port; the others share it.
             listen_on = reactor.local_addr()?;
             reactors.push(reactor);

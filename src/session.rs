@@ -10,9 +10,11 @@ use bytes::{Bytes, BytesMut};
 
 use crate::auth::Tokens;
 use crate::codec::line::{is_line_mode, LineSplitter};
-use crate::codec::{ClientFrame, FrameDecoder, HELLO_FLAG_ECHO, JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION};
+use crate::codec::{
+    ClientFrame, FrameDecoder, HELLO_FLAG_ECHO, JOIN_FLAG_PRESENCE, JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION,
+};
 use crate::error::{DecodeError, ErrorCode};
-use crate::limits::{DEFAULT_ROOM, ROOM_NAME_BYTES_MAX, USER_NAME_BYTES_MAX};
+use crate::limits::{DEFAULT_ROOM, LINE_MODE_SILENCE, ROOM_NAME_BYTES_MAX, USER_NAME_BYTES_MAX};
 
 /// Which dialect a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +37,8 @@ pub enum Request {
         /// Whether it wants its own publishes back.
         echo: bool,
     },
-    /// A line-mode client arrived: put it in the default room, reply nothing.
+    /// A line-mode client arrived (its first byte was text, or it stayed silent): put it in
+    /// the default room and greet it.
     LineStart,
     /// Join a room.
     Join {
@@ -43,7 +46,18 @@ pub enum Request {
         room: Bytes,
         /// Publish-only membership.
         send_only: bool,
+        /// Send the room's members after `JOINED`, then its presence events.
+        presence: bool,
     },
+    /// List the members of a room.
+    Who {
+        /// A valid room name.
+        room: Bytes,
+    },
+    /// List the rooms.
+    Rooms,
+    /// A line-mode command (a line starting with `/`), or a line typed outside any room.
+    Line(LineCommand),
     /// Leave a room.
     Leave {
         /// A valid room name.
@@ -60,6 +74,29 @@ pub enum Request {
     Ping(u64),
     /// The client answered a `PING` (life was already noted).
     Pong(u64),
+}
+
+/// What a line-mode user asked for with a `/command` (see `protocol.md`, line mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineCommand {
+    /// `/nick NAME`: take a new name (not yet checked against the name rules).
+    Nick(Bytes),
+    /// `/join ROOM`: leave the current room and join `ROOM`.
+    Join(Bytes),
+    /// `/leave`: leave the current room.
+    Leave,
+    /// `/who [ROOM]`: list the members of `ROOM`, or of the current room.
+    Who(Option<Bytes>),
+    /// `/rooms`: list the rooms.
+    Rooms,
+    /// `/help`: list the commands.
+    Help,
+    /// `/quit`: leave and hang up.
+    Quit,
+    /// A `/command` that does not exist (the command word is given).
+    Unknown(Bytes),
+    /// A line to send while in no room.
+    NoRoom,
 }
 
 /// Something the client did wrong: fatal codes end the connection, request errors do not.
@@ -120,6 +157,10 @@ pub struct Session {
     timeouts: Timeouts,
     session_id: u64,
     tokens: Option<Tokens>,
+    /// Line mode: the room typed lines go to.
+    line_room: Option<Bytes>,
+    /// Line mode chosen because the client stayed silent, and nothing received since.
+    line_by_silence: bool,
 }
 
 impl Session {
@@ -140,6 +181,8 @@ impl Session {
             timeouts,
             session_id,
             tokens: None,
+            line_room: None,
+            line_by_silence: false,
         }
     }
 
@@ -157,6 +200,52 @@ impl Session {
     /// The user name (empty before the handshake).
     pub fn name(&self) -> &Bytes {
         &self.name
+    }
+
+    /// Renames the user (line mode `/nick`; the caller has checked the name rules).
+    pub fn set_name(&mut self, name: Bytes) {
+        self.name = name;
+    }
+
+    /// Line mode: the room typed lines are published to, if any.
+    pub fn line_room(&self) -> Option<&Bytes> {
+        self.line_room.as_ref()
+    }
+
+    /// Line mode: sets the room typed lines go to (the hub calls it when a join or leave
+    /// took effect).
+    pub fn set_line_room(&mut self, room: Option<Bytes>) {
+        self.line_room = room;
+    }
+
+    /// When the connection, still silent, is to be taken as a line-mode client.
+    pub fn line_mode_deadline(&self, silence: Duration) -> Option<Instant> {
+        (self.mode == Mode::Undecided && !self.failed).then(|| self.connected_at + silence)
+    }
+
+    /// The client stayed silent past the line-mode silence: it is a person with `nc` who
+    /// listens first. Gives [`Request::LineStart`], or nothing if a byte decided meanwhile.
+    pub fn take_as_line(&mut self) -> Result<Option<Request>, Fault> {
+        if self.mode != Mode::Undecided || self.failed {
+            return Ok(None);
+        }
+        self.line_by_silence = true;
+        let result = self.start_line();
+        if let Err(fault) = &result {
+            self.failed = fault.code.is_fatal();
+        }
+        result
+    }
+
+    fn start_line(&mut self) -> Result<Option<Request>, Fault> {
+        self.mode = Mode::Line;
+        if self.tokens.is_some() {
+            return Err(Fault::new(ErrorCode::Unauthorized, "this server needs a token: use a binary client"));
+        }
+        self.ready = true;
+        self.name = Bytes::from(guest_name(self.session_id));
+        self.line_room = Some(Bytes::from_static(DEFAULT_ROOM.as_bytes()));
+        Ok(Some(Request::LineStart))
     }
 
     /// Whether the client asked for its own publishes.
@@ -195,13 +284,7 @@ impl Session {
                 return Ok(None);
             };
             if is_line_mode(first) {
-                self.mode = Mode::Line;
-                if self.tokens.is_some() {
-                    return Err(Fault::new(ErrorCode::Unauthorized, "this server needs a token: use a binary client"));
-                }
-                self.ready = true;
-                self.name = Bytes::from(format!("guest{}", self.session_id));
-                return Ok(Some(Request::LineStart));
+                return self.start_line();
             }
             self.mode = Mode::Binary;
         }
@@ -212,14 +295,35 @@ impl Session {
     }
 
     fn next_line(&mut self, input: &mut BytesMut) -> Result<Option<Request>, Fault> {
+        if self.line_by_silence {
+            if let Some(&first) = input.first() {
+                self.line_by_silence = false;
+                if first == 0 {
+                    // A binary frame's first byte: a binary client whose HELLO came too late.
+                    let text = format!(
+                        "a binary client must send HELLO within {} ms of connecting; this connection was taken as text",
+                        LINE_MODE_SILENCE.as_millis()
+                    );
+                    return Err(Fault::new(ErrorCode::Timeout, text));
+                }
+            }
+        }
         loop {
             let Some(line) = self.lines.next_line(input)? else {
                 return Ok(None);
             };
-            if !line.is_empty() {
-                let room = Bytes::from_static(DEFAULT_ROOM.as_bytes());
-                return Ok(Some(Request::Publish { room, payload: line }));
+            if line.is_empty() {
+                continue;
             }
+            if line.first() == Some(&b'/') && line.get(1) != Some(&b'/') {
+                return Ok(Some(Request::Line(parse_command(&line))));
+            }
+            // `//text` sends `/text`.
+            let payload = if line.first() == Some(&b'/') { line.slice(1..) } else { line };
+            return Ok(Some(match &self.line_room {
+                Some(room) => Request::Publish { room: room.clone(), payload },
+                None => Request::Line(LineCommand::NoRoom),
+            }));
         }
     }
 
@@ -258,8 +362,14 @@ impl Session {
             ClientFrame::Hello(_) => return Err(Fault::new(ErrorCode::UnexpectedFrame, "second HELLO")),
             ClientFrame::Join { flags, room } => {
                 check_room(&room)?;
-                Request::Join { room, send_only: flags & JOIN_FLAG_SEND_ONLY != 0 }
+                let send_only = flags & JOIN_FLAG_SEND_ONLY != 0;
+                Request::Join { room, send_only, presence: flags & JOIN_FLAG_PRESENCE != 0 }
             }
+            ClientFrame::Who { room } => {
+                check_room(&room)?;
+                Request::Who { room }
+            }
+            ClientFrame::Rooms => Request::Rooms,
             ClientFrame::Leave { room } => {
                 check_room(&room)?;
                 Request::Leave { room }
@@ -298,6 +408,45 @@ impl Session {
     }
 }
 
+/// The name a line-mode client starts with: `guest` and the session's counter, then its core
+/// (`-core`) on a multi-core server, or its node and core (`-node.core`) in a cluster, so that it
+/// is unique in the cluster and short where there is only one core.
+pub fn guest_name(session_id: u64) -> String {
+    let (node, core, counter) = (session_id >> 48, (session_id >> 40) & 0xFF, session_id & ((1 << 40) - 1));
+    match (node, core) {
+        (0, 0) => format!("guest{counter}"),
+        (0, core) => format!("guest{counter}-{core}"),
+        (node, core) => format!("guest{counter}-{node}.{core}"),
+    }
+}
+
+/// Reads a line-mode `/command [argument]` (the line starts with one `/`).
+fn parse_command(line: &Bytes) -> LineCommand {
+    let text = line.slice(1..);
+    let (word, rest) = match memchr::memchr(b' ', &text) {
+        Some(at) => (text.slice(..at), text.slice(at + 1..)),
+        None => (text.clone(), Bytes::new()),
+    };
+    let arg = trim(&rest);
+    match (&word[..], arg.is_empty()) {
+        (b"nick", false) => LineCommand::Nick(arg),
+        (b"join", false) => LineCommand::Join(arg),
+        (b"leave", true) => LineCommand::Leave,
+        (b"who", true) => LineCommand::Who(None),
+        (b"who", false) => LineCommand::Who(Some(arg)),
+        (b"rooms", true) => LineCommand::Rooms,
+        (b"help", _) => LineCommand::Help,
+        (b"quit", _) => LineCommand::Quit,
+        _ => LineCommand::Unknown(word),
+    }
+}
+
+fn trim(text: &Bytes) -> Bytes {
+    let start = text.iter().position(|b| *b != b' ').unwrap_or(text.len());
+    let end = text.iter().rposition(|b| *b != b' ').map_or(start, |at| at + 1);
+    text.slice(start..end.max(start))
+}
+
 /// Whether `name` follows the user-name rules of `protocol.md`.
 pub fn valid_user_name(name: &[u8]) -> bool {
     (1..=USER_NAME_BYTES_MAX).contains(&name.len())
@@ -309,7 +458,7 @@ pub fn valid_room_name(room: &[u8]) -> bool {
     (1..=ROOM_NAME_BYTES_MAX).contains(&room.len()) && room.iter().all(|&b| (0x21..=0x7E).contains(&b))
 }
 
-fn check_room(room: &[u8]) -> Result<(), Fault> {
+pub(crate) fn check_room(room: &[u8]) -> Result<(), Fault> {
     if valid_room_name(room) {
         Ok(())
     } else {

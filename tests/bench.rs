@@ -1,4 +1,5 @@
-//! `fanout bench` against a live server: exact accounting and a valid JSON summary line.
+//! `fanout bench` against a live server: exact accounting and a valid JSON summary line, also
+//! against a server that wants a token.
 
 mod support;
 
@@ -193,6 +194,41 @@ fn bench_against_a_live_server_counts_exactly_and_prints_json() {
     for key in ["p50", "p90", "p99", "p999", "max"] {
         assert!(matches!(latency.get(key), Some(Json::Number(n)) if *n >= 0.0), "latency_us.{key}");
     }
+}
+
+#[test]
+fn bench_presents_its_token_to_a_server_started_with_a_token_file() {
+    let path = std::env::temp_dir().join(format!("fanout-bench-token-{}", std::process::id()));
+    std::fs::write(&path, "bench-s3cret\n").expect("write the token file");
+    let server = Server::start(&["--token-file", path.to_str().expect("utf-8 temp path")]);
+    let bench = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fanout"));
+        command.args(["bench", "--addr", &server.addr().to_string(), "--subscribers", "2", "--publishers", "1"]);
+        command.args(["--size", "32", "--rate", "200", "--duration", "0.5", "--warmup", "0", "--json"]);
+        command.env_remove("FANOUT_TOKEN");
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        command.output().expect("run fanout bench")
+    };
+
+    let output = bench(Some("bench-s3cret"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "bench failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    let last = stdout.lines().last().expect("some output");
+    let Ok(Json::Object(report)) = Parser::parse(last) else { panic!("the last line is not a JSON object: {last}") };
+    let published = count(&report, "published");
+    assert!(published > 0, "nothing was published");
+    assert_eq!(count(&report, "expected"), published * 2);
+    assert_eq!(count(&report, "delivered"), published * 2);
+    assert_eq!(count(&report, "lost"), 0);
+    assert!(!stdout.contains("bench-s3cret"), "the report shows the token");
+
+    let refused = bench(None);
+    assert!(!refused.status.success(), "without the token the bench must fail");
+    let text = format!("{}{}", String::from_utf8_lossy(&refused.stdout), String::from_utf8_lossy(&refused.stderr));
+    assert!(text.contains("UNAUTHORIZED"), "unclear failure without a token: {text}");
+    let _ = std::fs::remove_file(path);
 }
 
 #[test]

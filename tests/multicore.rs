@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::thread;
 
 use fanout::client::{Client, ClientOptions};
-use support::{assert_nothing_before_pong, connect, connect_with, LineConn, Progress, Server, IO_TIMEOUT};
+use support::{
+    assert_nothing_before_pong, connect, connect_with, greeting, guest_location, who_line, LineConn, Progress, Server,
+    IO_TIMEOUT,
+};
 
 use support::rng::Rng;
 
@@ -490,11 +493,30 @@ fn a_core_whose_clients_never_read_does_not_stop_the_other_cores() {
 
 const LINE_CLIENTS: usize = 8;
 
-/// The core a line client sits on, from its name `guest<session id>` (the session id has the
-/// core in bits 40..48).
-fn core_of_guest(name: &str) -> u64 {
-    let id: u64 = name.strip_prefix("guest").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("name {name:?}"));
-    (id >> 40) & 0xff
+/// The core a line client sits on, from its guest name (`guest<N>` on core 0, `guest<N>-<core>`
+/// on the others).
+fn core_of_guest(name: &str) -> u16 {
+    match guest_location(name) {
+        Some((0, core)) => core,
+        other => panic!("{name:?} is not a guest name of a single node ({other:?})"),
+    }
+}
+
+/// The number of others a greeting for `name` in the lobby counts, checking the whole line.
+fn parse_greeting_count(line: &str, name: &str) -> usize {
+    let prefix = format!("* welcome {name}: you are in lobby with ");
+    let counted = line
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.split_once(';'))
+        .map(|(counted, _)| counted)
+        .unwrap_or_else(|| panic!("expected the greeting of {name}, got {line:?}"));
+    let others = match counted {
+        "nobody else" => 0,
+        "1 other" => 1,
+        n => n.strip_suffix(" others").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("greeting {line:?}")),
+    };
+    assert_eq!(line, greeting(name, "lobby", others), "greeting");
+    others
 }
 
 #[test]
@@ -522,7 +544,7 @@ fn line_clients_on_different_cores_hear_each_other_exactly_once() {
         assert!(name_of[i].is_empty(), "hello {i} twice");
         name_of[i] = String::from_utf8_lossy(&m.name).into_owned();
     }
-    let cores: BTreeSet<u64> = name_of.iter().map(|n| core_of_guest(n)).collect();
+    let cores: BTreeSet<u16> = name_of.iter().map(|n| core_of_guest(n)).collect();
     assert!(cores.len() >= 2, "all {LINE_CLIENTS} line clients landed on core {cores:?}");
     eprintln!("line clients on cores {cores:?}");
 
@@ -531,14 +553,27 @@ fn line_clients_on_different_cores_hear_each_other_exactly_once() {
         line.send(format!("line {i}\nbye {i}\n").as_bytes());
     }
     for (i, line) in lines.iter_mut().enumerate() {
+        // The greeting first: the observers and the line clients whose join this core learned
+        // of before this one's took effect. Every later one is announced by a `joined` line
+        // before its first message, so the greeting's count and the `joined` lines add up to
+        // everyone else, exactly.
+        let others = parse_greeting_count(&line.read_line().unwrap(), &name_of[i]);
+        let mut announced = [false; LINE_CLIENTS];
         // Per other client: 0 = nothing yet (a hello is optional), 1 = hello, 2 = line, 3 = bye.
         let mut stage = vec![0u8; LINE_CLIENTS];
         let mut byes = 0;
-        for _ in 0..3 * LINE_CLIENTS {
+        for _ in 0..4 * LINE_CLIENTS {
             if byes == LINE_CLIENTS - 1 {
                 break;
             }
             let text = line.read_line().unwrap_or_else(|e| panic!("line client {i}: {e}"));
+            if let Some(joined) = text.strip_prefix("* ").and_then(|t| t.strip_suffix(" joined\n")) {
+                let j = name_of.iter().position(|n| n == joined).unwrap_or_else(|| panic!("line client {i}: {text:?}"));
+                assert!(i != j && !announced[j], "line client {i}: {text:?} about itself or twice");
+                assert_eq!(stage[j], 0, "line client {i}: {text:?} after its messages");
+                announced[j] = true;
+                continue;
+            }
             let (name, payload) = text
                 .strip_suffix('\n')
                 .and_then(|t| t.split_once(": "))
@@ -549,6 +584,8 @@ fn line_clients_on_different_cores_hear_each_other_exactly_once() {
             assert_eq!(number, j.to_string(), "line client {i}: {text:?} from the wrong publisher");
             let (before, after) = match kind {
                 "hello" => (0, 1),
+                // A client announced after this one joined was heard from its hello on.
+                "line" if announced[j] => (1, 2),
                 "line" => (stage[j].min(1), 2),
                 "bye" => (2, 3),
                 other => panic!("line client {i}: unexpected {other:?}"),
@@ -560,6 +597,12 @@ fn line_clients_on_different_cores_hear_each_other_exactly_once() {
             }
         }
         assert_eq!(byes, LINE_CLIENTS - 1, "line client {i}: stages {stage:?}");
+        let announced = announced.iter().filter(|a| **a).count();
+        assert_eq!(
+            others + announced,
+            observers.len() + LINE_CLIENTS - 1,
+            "line client {i}: greeted with {others} others"
+        );
     }
     // The observers were in before anyone spoke: each hears every line client's three lines.
     for (o, (name, observer)) in observers.iter_mut().enumerate() {
@@ -580,5 +623,63 @@ fn line_clients_on_different_cores_hear_each_other_exactly_once() {
             *seq += 1;
         }
         assert_nothing_before_pong(observer, o as u64);
+    }
+}
+
+// ----- 6. presence of line clients across cores -----
+
+/// Line clients kept on each of the four cores.
+const WHO_PER_CORE: usize = 2;
+/// Most line clients connected to get [`WHO_PER_CORE`] on every core; the kernel spreads
+/// connections by a hash, so a core is only short by bad luck (about 1 in 10^6 at this bound).
+const WHO_CONNECTS_MAX: usize = 64;
+
+#[test]
+fn eight_line_clients_on_four_cores_see_each_other_join_and_who_lists_all_from_every_core() {
+    let server = Server::start(&["--threads", "4"]);
+    let addr = server.addr();
+    // Kept clients in join order, with their names; each new one is checked by everyone kept.
+    let mut kept: Vec<(String, LineConn)> = Vec::new();
+    let mut per_core = [0usize; 4];
+    let mut dropped = 0;
+    for attempt in 0.. {
+        if per_core.iter().all(|&n| n == WHO_PER_CORE) {
+            break;
+        }
+        assert!(attempt < WHO_CONNECTS_MAX, "after {WHO_CONNECTS_MAX} line clients the cores hold {per_core:?}");
+        let mut conn = LineConn::connect(addr);
+        // A typed first line makes it a line client at once; its answer follows the greeting.
+        conn.send(b"/who\n");
+        let name = conn.expect_greeting(kept.len());
+        let mut names: Vec<&str> = kept.iter().map(|(n, _)| n.as_str()).collect();
+        names.push(&name);
+        conn.expect_exact(&who_line("lobby", &names, Some(kept.len())));
+        for (_, earlier) in &mut kept {
+            earlier.expect_exact(&format!("* {name} joined\n"));
+        }
+        let core = usize::from(core_of_guest(&name));
+        if per_core[core] < WHO_PER_CORE {
+            per_core[core] += 1;
+            kept.push((name, conn));
+        } else {
+            // Its core is full: it hangs up, and every kept client sees it go before the next
+            // connects, so the counts above stay exact.
+            conn.hang_up();
+            drop(conn);
+            dropped += 1;
+            for (_, earlier) in &mut kept {
+                earlier.expect_exact(&format!("* {name} left (connection lost)\n"));
+            }
+        }
+    }
+    eprintln!("{} line clients kept, {WHO_PER_CORE} per core; {dropped} dropped", kept.len());
+
+    // Every client, so every core, lists the same eight names in join order.
+    let names: Vec<String> = kept.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for (i, (_, conn)) in kept.iter_mut().enumerate() {
+        conn.send(b"/who\n/rooms\n");
+        conn.expect_exact(&who_line("lobby", &names, Some(i)));
+        conn.expect_exact(&format!("* 1 room: lobby ({})\n", names.len()));
     }
 }

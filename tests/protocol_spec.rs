@@ -22,8 +22,19 @@ const HEADER_BYTES: usize = 5;
 const TYPE_HELLO: u8 = 0x01;
 const TYPE_PING: u8 = 0x05;
 const TYPE_PONG: u8 = 0x06;
+const TYPE_JOIN: u8 = 0x02;
+const TYPE_LEAVE: u8 = 0x03;
+const TYPE_WHO: u8 = 0x07;
+const TYPE_ROOMS: u8 = 0x08;
 const TYPE_WELCOME: u8 = 0x10;
+const TYPE_JOINED: u8 = 0x12;
+const TYPE_LEFT: u8 = 0x13;
 const TYPE_ERROR: u8 = 0x14;
+const TYPE_MEMBERS: u8 = 0x15;
+const TYPE_ROOM_LIST: u8 = 0x16;
+const TYPE_PRESENCE: u8 = 0x17;
+/// `JOIN.flags` bit 1.
+const JOIN_FLAG_PRESENCE: u8 = 0b10;
 
 /// Longest `ERROR` text, from the "Limits" table.
 const ERROR_TEXT_BYTES_MAX: usize = 256;
@@ -349,7 +360,7 @@ fn error_table_codes_match_the_server() {
     // UNKNOWN_FRAME_TYPE: types that the type-space table leaves unassigned, sent after HELLO.
     let (code, fatal) = lookup("UNKNOWN_FRAME_TYPE");
     assert!(fatal);
-    for kind in [0x00u8, 0x07, 0x0f, 0x15, 0x20, 0x3f, 0x80, 0xff] {
+    for kind in [0x00u8, 0x09, 0x0f, 0x18, 0x20, 0x3f, 0x80, 0xff] {
         let what = format!("empty frame of unassigned type 0x{kind:02x}");
         let mut conn = server.connect();
         send(&mut conn, &hello("dave"), "HELLO");
@@ -359,4 +370,90 @@ fn error_table_codes_match_the_server() {
         assert_eq!(expect_error(&mut conn, &what), code, "{what}: UNKNOWN_FRAME_TYPE");
         expect_eof(&mut conn, &what);
     }
+}
+
+/// Connects, says `HELLO` as `name` and returns the stream and the session id from `WELCOME`
+/// (bytes 6..14 of its body: version, flags, node_id, core_id, then session_id).
+fn greeted(server: &Server, name: &str) -> (TcpStream, u64) {
+    let mut conn = server.connect();
+    send(&mut conn, &hello(name), "HELLO");
+    let (kind, body) = read_frame(&mut conn, "WELCOME");
+    assert_eq!(kind, TYPE_WELCOME, "reply to HELLO: body {}", hex(&body));
+    let session = u64::from_be_bytes(body[6..14].try_into().expect("8 bytes"));
+    (conn, session)
+}
+
+/// Expects exactly the frame `kind` with `body`.
+fn expect_frame(stream: &mut TcpStream, kind: u8, body: &[u8], what: &str) {
+    let (got_kind, got) = read_frame(stream, what);
+    assert_eq!((got_kind, hex(&got)), (kind, hex(body)), "{what}");
+}
+
+/// A `MEMBERS` body: room, total, count, then (session id, name) each.
+fn members_body(room: &str, members: &[(u64, &str)]) -> Vec<u8> {
+    let mut body = vec![room.len() as u8];
+    body.extend_from_slice(room.as_bytes());
+    body.extend_from_slice(&(members.len() as u32).to_be_bytes());
+    body.extend_from_slice(&(members.len() as u16).to_be_bytes());
+    for (session, name) in members {
+        body.extend_from_slice(&session.to_be_bytes());
+        body.push(name.len() as u8);
+        body.extend_from_slice(name.as_bytes());
+    }
+    body
+}
+
+/// A `PRESENCE` body: kind, session id, room, name.
+fn presence_body(kind: u8, session: u64, room: &str, name: &str) -> Vec<u8> {
+    let mut body = vec![kind];
+    body.extend_from_slice(&session.to_be_bytes());
+    body.push(room.len() as u8);
+    body.extend_from_slice(room.as_bytes());
+    body.push(name.len() as u8);
+    body.extend_from_slice(name.as_bytes());
+    body
+}
+
+/// `WHO`, `ROOMS`, the `PRESENCE` flag of `JOIN` and the line-mode greeting, exactly as the
+/// tables of `protocol.md` lay them out.
+#[test]
+fn presence_frames_and_the_line_mode_greeting_as_written() {
+    let server = Server::start();
+    let (mut alice, alice_id) = greeted(&server, "alice");
+    let mut join = vec![JOIN_FLAG_PRESENCE];
+    join.extend_from_slice(b"lobby");
+    send(&mut alice, &frame(TYPE_JOIN, &join), "JOIN with PRESENCE");
+    expect_frame(&mut alice, TYPE_JOINED, b"lobby", "JOINED");
+    expect_frame(&mut alice, TYPE_MEMBERS, &members_body("lobby", &[(alice_id, "alice")]), "MEMBERS after JOINED");
+
+    let (mut bob, bob_id) = greeted(&server, "bob");
+    send(&mut bob, &frame(TYPE_JOIN, b"\x00lobby"), "bob's JOIN");
+    expect_frame(&mut bob, TYPE_JOINED, b"lobby", "bob's JOINED");
+    expect_frame(&mut alice, TYPE_PRESENCE, &presence_body(1, bob_id, "lobby", "bob"), "bob joined");
+
+    send(&mut alice, &frame(TYPE_WHO, b"lobby"), "WHO");
+    let both = members_body("lobby", &[(alice_id, "alice"), (bob_id, "bob")]);
+    expect_frame(&mut alice, TYPE_MEMBERS, &both, "MEMBERS, in join order");
+    send(&mut alice, &frame(TYPE_ROOMS, &[]), "ROOMS");
+    let mut list = 1u32.to_be_bytes().to_vec();
+    list.extend_from_slice(&1u16.to_be_bytes());
+    list.extend_from_slice(b"\x05lobby");
+    list.extend_from_slice(&2u32.to_be_bytes());
+    expect_frame(&mut alice, TYPE_ROOM_LIST, &list, "ROOM_LIST");
+
+    send(&mut bob, &frame(TYPE_LEAVE, b"lobby"), "bob's LEAVE");
+    expect_frame(&mut bob, TYPE_LEFT, b"lobby", "bob's LEFT");
+    expect_frame(&mut alice, TYPE_PRESENCE, &presence_body(2, bob_id, "lobby", "bob"), "bob left");
+
+    // A person with nc who types nothing: after the silence window, a text greeting.
+    let listener = server.connect();
+    let mut reader = BufReader::new(listener);
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).expect("a greeting line");
+    let prefix = "* welcome guest";
+    assert!(greeting.starts_with(prefix), "first bytes of a silent connection: {greeting:?}");
+    assert!(greeting.ends_with("you are in lobby with 1 other; type to chat, /help for commands\n"), "{greeting:?}");
+    let guest = greeting[prefix.len() - "guest".len()..].split(':').next().expect("a name").to_string();
+    let (kind, body) = read_frame(&mut alice, "the guest joined");
+    assert_eq!((kind, body[0], &body[body.len() - guest.len()..]), (TYPE_PRESENCE, 1, guest.as_bytes()));
 }

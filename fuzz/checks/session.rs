@@ -7,14 +7,16 @@
 //! * `0..=43`: the bytes arrive on that connection (`input`, then `handle_input`);
 //! * `44..=47`: that client stops reading (its output stays queued, as behind a full socket) or,
 //!   if it had stopped, reads everything queued;
-//! * `48..=61`: the clock advances by `(action - 47) * 3` seconds and the hub ticks;
+//! * `48..=61`: the clock advances by `(action - 47) * 3` seconds, connections silent since
+//!   they opened are taken as line mode (`expire_silent`) and the hub ticks;
 //! * `62`: the peer hangs up; `63`: a connection that is gone is replaced by a new one.
 //!
 //! After every step the outboxes of reading clients are drained as a reactor would, and each
 //! connection's bytes must be valid for its dialect: binary output decodes into `ServerFrame`s
 //! starting with `WELCOME` (or a fatal `ERROR`), every `ERROR` code is a known one, nothing
-//! follows a fatal `ERROR`, per-stream `seq` only increases; line output is `name: payload` lines
-//! or one final `error <code> <NAME>: text` line. No connection ever holds more than the output
+//! follows a fatal `ERROR`, per-stream `seq` only increases, `MEMBERS`, `ROOM_LIST` and
+//! `PRESENCE` name valid rooms and members; line output is `name: payload` lines, `* ` status
+//! lines and `error <code> <NAME>: text` lines, of which only a fatal one ends it. No connection ever holds more than the output
 //! limit plus one frame, one holding more than the limit is being closed (`SLOW_CONSUMER`), and
 //! a drained connection that gets bytes queued is in the hub's flush list. The harness runs the
 //! hub with a 4 KiB output limit, so a client that stops reading reaches it in a few steps.
@@ -35,7 +37,7 @@ use bytes::BytesMut;
 use fanout::codec::{FrameDecoder, ServerFrame, PROTOCOL_VERSION};
 use fanout::error::ErrorCode;
 use fanout::hub::{Hub, HubConfig};
-use fanout::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES, PAYLOAD_BYTES_MAX};
+use fanout::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES, MEMBERS_LISTED_MAX, PAYLOAD_BYTES_MAX, ROOMS_LISTED_MAX};
 use fanout::router::ConnKey;
 use fanout::session::{valid_room_name, valid_user_name, Timeouts};
 
@@ -49,7 +51,7 @@ const OUTPUT_BYTES_MAX: usize = 4096;
 struct Peer {
     key: ConnKey,
     session_id: u64,
-    /// `Some(true)` once the first byte chose line mode, `Some(false)` binary.
+    /// `Some(true)` once the first byte (or silence) chose line mode, `Some(false)` binary.
     line_mode: Option<bool>,
     /// Received bytes not yet cut into frames or lines.
     received: BytesMut,
@@ -103,7 +105,6 @@ impl Peer {
         if self.line_mode == Some(true) {
             self.receive_lines();
         } else {
-            // An undecided connection (timed out before its first byte) is answered in binary.
             self.receive_frames(now);
         }
     }
@@ -159,6 +160,19 @@ impl Peer {
                 }
                 ServerFrame::Ping(_) => self.pinged_at = Some(now),
                 ServerFrame::Pong(_) => {}
+                ServerFrame::Members(m) => {
+                    assert!(valid_room_name(&m.room), "MEMBERS of an invalid room {:?}", m.room);
+                    assert!(m.members.len() <= MEMBERS_LISTED_MAX && m.members.len() <= m.total as usize);
+                    assert!(m.members.iter().all(|x| valid_user_name(&x.name)), "MEMBERS lists an invalid name");
+                }
+                ServerFrame::RoomList(list) => {
+                    assert!(list.rooms.len() <= ROOMS_LISTED_MAX && list.rooms.len() <= list.total as usize);
+                    assert!(list.rooms.iter().all(|(r, n)| valid_room_name(r) && *n > 0), "ROOM_LIST entry");
+                }
+                ServerFrame::Presence(p) => {
+                    assert!(valid_room_name(&p.room) && valid_user_name(&p.name), "PRESENCE {p:?}");
+                    assert_ne!(p.session_id, self.session_id, "a member told of its own change");
+                }
             }
         }
     }
@@ -175,8 +189,9 @@ impl Peer {
                 let known = ErrorCode::from_u16(code).unwrap_or_else(|| panic!("unknown error line code {code}"));
                 let (name, _text) = rest.split_once(": ").expect("error line has NAME: text");
                 assert_eq!(name, known.name(), "error line name does not match its code");
-                assert!(known.is_fatal(), "line mode gets only fatal errors");
-                self.ended = true;
+                self.ended = known.is_fatal();
+            } else if line.starts_with(b"* ") {
+                // A status line: the greeting, a presence change, an answer to a command.
             } else {
                 let sep = line.windows(2).position(|w| w == b": ").expect("message line is name: payload");
                 assert!(valid_user_name(&line[..sep]), "message line from an invalid name {:?}", &line[..sep]);
@@ -250,6 +265,12 @@ pub fn check(data: &[u8]) {
             44..=47 => peer.stalled = !peer.stalled,
             48..=61 => {
                 now += Duration::from_secs(3 * u64::from(action - 47));
+                hub.expire_silent(now);
+                for peer in peers.iter_mut().filter(|p| !p.gone && p.line_mode.is_none()) {
+                    if !hub.conn_mut(peer.key).is_some_and(|c| c.is_closing()) {
+                        peer.line_mode = Some(true);
+                    }
+                }
                 hub.tick(now);
             }
             62 => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::payload::STAMP_BYTES;
+use crate::limits::TOKEN_BYTES_MAX;
 
 /// Largest payload the bench sends: fanout's payload limit, and well under NATS' and Redis'.
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
@@ -101,6 +102,10 @@ pub struct BenchArgs {
     /// Also print the results as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// Token sent in every fanout `HELLO`, for a server started with --token-file (NATS and
+    /// Redis targets ignore it).
+    #[arg(long, env = "FANOUT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// A run, checked: what every thread needs to know, shared read-only.
@@ -132,6 +137,8 @@ pub struct Plan {
     pub threads: usize,
     /// Server process, if known.
     pub server_pid: Option<u32>,
+    /// Token for fanout's `HELLO` (empty: none); never printed.
+    pub token: Vec<u8>,
 }
 
 impl Plan {
@@ -159,6 +166,10 @@ impl Plan {
         if !(args.warmup >= 0.0 && args.warmup <= SECONDS_MAX) {
             return Err(format!("--warmup must be in [0, {SECONDS_MAX}] seconds"));
         }
+        let token = args.token.clone().unwrap_or_default().into_bytes();
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(format!("--token must be at most {TOKEN_BYTES_MAX} bytes"));
+        }
         let addr = args
             .addr
             .to_socket_addrs()
@@ -179,6 +190,7 @@ impl Plan {
             warmup: Duration::from_secs_f64(args.warmup),
             threads: args.threads.min(connections),
             server_pid: args.server_pid,
+            token,
         };
         if plan.window == 0 {
             plan.window = plan.auto_window();
@@ -253,6 +265,7 @@ mod tests {
             threads: 2,
             server_pid: None,
             json: false,
+            token: None,
         }
     }
 
@@ -275,6 +288,7 @@ mod tests {
             |a| a.threads = 0,
             |a| a.duration = 0.0,
             |a| a.warmup = f64::NAN,
+            |a| a.token = Some("t".repeat(TOKEN_BYTES_MAX + 1)),
         ] {
             let mut a = args();
             change(&mut a);

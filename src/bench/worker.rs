@@ -229,7 +229,7 @@ impl Worker {
                 room_name: plan.room_name(room),
                 state: State::NotOpened,
                 stream: None,
-                wire: Wire::new(plan.protocol),
+                wire: Wire::new(plan.protocol, &plan.token),
                 input: BytesMut::new(),
                 output: BytesMut::new(),
                 write_blocked: false,

@@ -2,6 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::codec::PresenceKind;
 use crate::error::{DecodeError, ErrorCode};
 use crate::limits::LINE_BYTES_MAX;
 
@@ -71,7 +72,43 @@ pub fn encode_message_line(dst: &mut BytesMut, name: &[u8], payload: &[u8]) {
     dst.put_u8(b'\n');
 }
 
-/// Appends the error line a line-mode client gets before it is closed.
+/// Appends the line that tells a line-mode member of a presence change: `* alice joined`,
+/// `* alice left`, `* alice left (connection lost)`, `* alice is now alicia` (`old` is the
+/// former name of a rename).
+pub fn encode_presence_line(dst: &mut BytesMut, kind: PresenceKind, name: &[u8], old: Option<&[u8]>) {
+    dst.put_slice(b"* ");
+    match kind {
+        PresenceKind::Joined => {
+            dst.put_slice(name);
+            dst.put_slice(b" joined");
+        }
+        PresenceKind::Left => {
+            dst.put_slice(name);
+            dst.put_slice(b" left");
+        }
+        PresenceKind::Lost => {
+            dst.put_slice(name);
+            dst.put_slice(b" left (connection lost)");
+        }
+        PresenceKind::Renamed => {
+            dst.put_slice(old.unwrap_or(b"someone"));
+            dst.put_slice(b" is now ");
+            dst.put_slice(name);
+        }
+    }
+    dst.put_u8(b'\n');
+}
+
+/// Appends a status line for a line-mode client: `* text`.
+pub fn encode_status_line(dst: &mut BytesMut, text: &str) {
+    dst.reserve(text.len() + 3);
+    dst.put_slice(b"* ");
+    dst.put_slice(text.as_bytes());
+    dst.put_u8(b'\n');
+}
+
+/// Appends the error line a line-mode client gets for a refused request, or before it is
+/// closed for a fatal one.
 pub fn encode_error_line(dst: &mut BytesMut, code: ErrorCode, text: &str) {
     let line = format!("error {} {}: {}\n", code as u16, code.name(), text);
     dst.put_slice(line.as_bytes());

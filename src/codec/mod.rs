@@ -23,6 +23,9 @@ pub const HELLO_FLAG_ECHO: u8 = 0b1;
 /// `JOIN.flags` bit: publish to the room but receive nothing from it.
 pub const JOIN_FLAG_SEND_ONLY: u8 = 0b1;
 
+/// `JOIN.flags` bit: after `JOINED`, send the room's `MEMBERS` and then its `PRESENCE` events.
+pub const JOIN_FLAG_PRESENCE: u8 = 0b10;
+
 /// Frame type bytes, as assigned in `protocol.md`.
 pub mod frame_type {
     /// Client → server: handshake.
@@ -37,6 +40,10 @@ pub mod frame_type {
     pub const PING: u8 = 0x05;
     /// Either direction: keepalive answer.
     pub const PONG: u8 = 0x06;
+    /// Client → server: who is in a room.
+    pub const WHO: u8 = 0x07;
+    /// Client → server: which rooms exist.
+    pub const ROOMS: u8 = 0x08;
     /// Server → client: handshake reply.
     pub const WELCOME: u8 = 0x10;
     /// Server → client: one delivery of one publish.
@@ -47,6 +54,12 @@ pub mod frame_type {
     pub const LEFT: u8 = 0x13;
     /// Server → client: an error.
     pub const ERROR: u8 = 0x14;
+    /// Server → client: a room's members (the answer to `WHO`, or after a presence `JOIN`).
+    pub const MEMBERS: u8 = 0x15;
+    /// Server → client: the rooms (the answer to `ROOMS`).
+    pub const ROOM_LIST: u8 = 0x16;
+    /// Server → client: a member joined, left or was renamed in a room the client watches.
+    pub const PRESENCE: u8 = 0x17;
     /// First type of the range reserved for peer-link frames.
     pub const PEER_FIRST: u8 = 0x40;
     /// Last type of the range reserved for peer-link frames.
@@ -108,7 +121,7 @@ impl FrameDecoder {
 /// Whether `kind` is an assigned frame type (in either direction, or the peer-link range).
 pub fn is_assigned(kind: u8) -> bool {
     use frame_type::*;
-    matches!(kind, HELLO..=PONG | WELCOME..=ERROR | PEER_FIRST..=PEER_LAST)
+    matches!(kind, HELLO..=ROOMS | WELCOME..=PRESENCE | PEER_FIRST..=PEER_LAST)
 }
 
 /// Writes a frame header for a body of `body_len` bytes.
@@ -146,6 +159,13 @@ pub enum ClientFrame {
     Ping(u64),
     /// Keepalive answer.
     Pong(u64),
+    /// Who is in `room`.
+    Who {
+        /// Room name.
+        room: Bytes,
+    },
+    /// Which rooms exist.
+    Rooms,
 }
 
 /// The fields of `HELLO`.
@@ -183,6 +203,74 @@ pub enum ServerFrame {
     Ping(u64),
     /// Keepalive answer.
     Pong(u64),
+    /// A room's members.
+    Members(Members),
+    /// The rooms.
+    RoomList(RoomList),
+    /// A change in a watched room's membership.
+    Presence(PresenceEvent),
+}
+
+/// The fields of `MEMBERS`: who is in a room, as this server sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    /// The room asked about.
+    pub room: Bytes,
+    /// How many members the room has in all (more than listed when over the listing limit).
+    pub total: u32,
+    /// Up to the listing limit of members, in join order.
+    pub members: Vec<MemberInfo>,
+}
+
+/// One member as presence shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The member's session id (unique in the cluster: tells two members of one name apart).
+    pub session_id: u64,
+    /// The member's name.
+    pub name: Bytes,
+}
+
+/// The fields of `ROOM_LIST`: the rooms that have members, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomList {
+    /// How many rooms there are in all.
+    pub total: u32,
+    /// Up to the listing limit of (room, member count), by name.
+    pub rooms: Vec<(Bytes, u32)>,
+}
+
+/// What happened to a member, in a `PRESENCE` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceKind {
+    /// The member joined the room.
+    Joined = 1,
+    /// The member left the room (`LEAVE`, or a line-mode `/leave`, `/join`, `/quit`).
+    Left = 2,
+    /// The member's connection closed, or its node became unreachable.
+    Lost = 3,
+    /// The member took a new name (line mode `/nick`); `name` is the new one.
+    Renamed = 4,
+}
+
+impl PresenceKind {
+    /// The kind for a wire value, if it is one we know.
+    pub fn from_u8(value: u8) -> Option<Self> {
+        [Self::Joined, Self::Left, Self::Lost, Self::Renamed].into_iter().find(|k| *k as u8 == value)
+    }
+}
+
+/// The fields of `PRESENCE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEvent {
+    /// What happened.
+    pub kind: PresenceKind,
+    /// The member's session id.
+    pub session_id: u64,
+    /// The room.
+    pub room: Bytes,
+    /// The member's name (the new one for `Renamed`).
+    pub name: Bytes,
 }
 
 /// The fields of `WELCOME`.
@@ -291,7 +379,7 @@ impl ClientFrame {
             }
             JOIN => {
                 let flags = f.u8("JOIN.flags")?;
-                if flags & !JOIN_FLAG_SEND_ONLY != 0 {
+                if flags & !(JOIN_FLAG_SEND_ONLY | JOIN_FLAG_PRESENCE) != 0 {
                     return Err(DecodeError::Malformed("JOIN.flags has a reserved bit set"));
                 }
                 Self::Join { flags, room: f.rest() }
@@ -307,6 +395,11 @@ impl ClientFrame {
             }
             PING => Self::Ping(nonce(f, "PING")?),
             PONG => Self::Pong(nonce(f, "PONG")?),
+            WHO => Self::Who { room: f.rest() },
+            ROOMS => {
+                f.end("ROOMS has a body")?;
+                Self::Rooms
+            }
             kind if is_assigned(kind) => return Err(DecodeError::UnexpectedFrame(kind)),
             kind => return Err(DecodeError::UnknownFrameType(kind)),
         };
@@ -317,6 +410,8 @@ impl ClientFrame {
     pub fn encode(&self, dst: &mut BytesMut) {
         use frame_type::*;
         match self {
+            Self::Who { room } => encode_room_reply(dst, WHO, room),
+            Self::Rooms => put_header(dst, ROOMS, 0),
             Self::Hello(h) => {
                 put_header(dst, HELLO, 4 + h.name.len() + h.token.len());
                 dst.put_u8(h.version);
@@ -371,6 +466,31 @@ impl ServerFrame {
             }
             PING => Self::Ping(nonce(f, "PING")?),
             PONG => Self::Pong(nonce(f, "PONG")?),
+            MEMBERS => {
+                let room = f.short_str("MEMBERS.room")?;
+                let total = f.u32("MEMBERS.total")?;
+                let count = f.u16("MEMBERS.count")?;
+                let mut members = Vec::with_capacity(usize::from(count).min(crate::limits::MEMBERS_LISTED_MAX));
+                for _ in 0..count {
+                    let session_id = f.u64("MEMBERS.session_id")?;
+                    let name = f.short_str("MEMBERS.name")?;
+                    members.push(MemberInfo { session_id, name });
+                }
+                f.end("MEMBERS has trailing bytes")?;
+                Self::Members(Members { room, total, members })
+            }
+            ROOM_LIST => {
+                let total = f.u32("ROOM_LIST.total")?;
+                let count = f.u16("ROOM_LIST.count")?;
+                let mut rooms = Vec::with_capacity(usize::from(count).min(crate::limits::ROOMS_LISTED_MAX));
+                for _ in 0..count {
+                    let room = f.short_str("ROOM_LIST.room")?;
+                    rooms.push((room, f.u32("ROOM_LIST.members")?));
+                }
+                f.end("ROOM_LIST has trailing bytes")?;
+                Self::RoomList(RoomList { total, rooms })
+            }
+            PRESENCE => Self::Presence(parse_presence(f.rest())?),
             kind if is_assigned(kind) => return Err(DecodeError::UnexpectedFrame(kind)),
             kind => return Err(DecodeError::UnknownFrameType(kind)),
         };
@@ -381,6 +501,12 @@ impl ServerFrame {
     pub fn encode(&self, dst: &mut BytesMut) {
         use frame_type::*;
         match self {
+            Self::Members(m) => {
+                let listed = m.members.iter().map(|x| (x.session_id, &x.name[..]));
+                encode_members(dst, &m.room, m.total, listed);
+            }
+            Self::RoomList(list) => encode_room_list(dst, list.total, list.rooms.iter().map(|(r, n)| (&r[..], *n))),
+            Self::Presence(p) => encode_presence(dst, p.kind, p.session_id, &p.room, &p.name),
             Self::Welcome(w) => encode_welcome(dst, w),
             Self::Message(m) => encode_message(dst, m.stream, m.seq, &m.room, &m.name, &m.payload),
             Self::Joined(room) => encode_room_reply(dst, JOINED, room),
@@ -446,6 +572,83 @@ pub fn encode_error_raw(dst: &mut BytesMut, code: u16, text: &[u8]) {
     put_header(dst, frame_type::ERROR, 2 + text.len());
     dst.put_u16(code);
     dst.put_slice(text);
+}
+
+/// Appends a `MEMBERS` frame listing `listed` (at most [`crate::limits::MEMBERS_LISTED_MAX`]
+/// are written) of a room of `total` members.
+pub fn encode_members<'a>(dst: &mut BytesMut, room: &[u8], total: u32, listed: impl Iterator<Item = (u64, &'a [u8])>) {
+    let at = dst.len();
+    put_header(dst, frame_type::MEMBERS, 0);
+    put_short_str(dst, room);
+    dst.put_u32(total);
+    let count_at = dst.len();
+    dst.put_u16(0);
+    let mut count = 0u16;
+    for (session_id, name) in listed.take(crate::limits::MEMBERS_LISTED_MAX) {
+        dst.put_u64(session_id);
+        put_short_str(dst, name);
+        count += 1;
+    }
+    dst[count_at..count_at + 2].copy_from_slice(&count.to_be_bytes());
+    patch_body_len(dst, at);
+}
+
+/// Appends a `ROOM_LIST` frame listing `listed` (at most [`crate::limits::ROOMS_LISTED_MAX`]
+/// are written) of `total` rooms.
+pub fn encode_room_list<'a>(dst: &mut BytesMut, total: u32, listed: impl Iterator<Item = (&'a [u8], u32)>) {
+    let at = dst.len();
+    put_header(dst, frame_type::ROOM_LIST, 0);
+    dst.put_u32(total);
+    let count_at = dst.len();
+    dst.put_u16(0);
+    let mut count = 0u16;
+    for (room, members) in listed.take(crate::limits::ROOMS_LISTED_MAX) {
+        put_short_str(dst, room);
+        dst.put_u32(members);
+        count += 1;
+    }
+    dst[count_at..count_at + 2].copy_from_slice(&count.to_be_bytes());
+    patch_body_len(dst, at);
+}
+
+/// Parses a `PRESENCE` body (the same for the client frame and the peer frame).
+pub fn parse_presence(body: Bytes) -> Result<PresenceEvent, DecodeError> {
+    let mut f = Fields { body };
+    let kind = PresenceKind::from_u8(f.u8("PRESENCE.kind")?).ok_or(DecodeError::Malformed("PRESENCE.kind"))?;
+    let session_id = f.u64("PRESENCE.session_id")?;
+    let room = f.short_str("PRESENCE.room")?;
+    let name = f.short_str("PRESENCE.name")?;
+    f.end("PRESENCE has trailing bytes")?;
+    Ok(PresenceEvent { kind, session_id, room, name })
+}
+
+/// Appends a `PRESENCE` frame (`kind` is [`frame_type::PRESENCE`], or the peer-link type that
+/// carries the same body).
+pub fn encode_presence_as(
+    dst: &mut BytesMut,
+    kind: u8,
+    event: PresenceKind,
+    session_id: u64,
+    room: &[u8],
+    name: &[u8],
+) {
+    put_header(dst, kind, 1 + 8 + 1 + room.len() + 1 + name.len());
+    dst.put_u8(event as u8);
+    dst.put_u64(session_id);
+    put_short_str(dst, room);
+    put_short_str(dst, name);
+}
+
+/// Appends a `PRESENCE` frame.
+pub fn encode_presence(dst: &mut BytesMut, kind: PresenceKind, session_id: u64, room: &[u8], name: &[u8]) {
+    encode_presence_as(dst, frame_type::PRESENCE, kind, session_id, room, name);
+}
+
+/// Writes the body length of the frame whose header starts at `at` and runs to the end of `dst`.
+fn patch_body_len(dst: &mut BytesMut, at: usize) {
+    let body_len = dst.len() - at - HEADER_BYTES;
+    debug_assert!(body_len <= FRAME_BODY_BYTES_MAX, "encoder wrote an oversize frame");
+    dst[at..at + 4].copy_from_slice(&(body_len as u32).to_be_bytes());
 }
 
 /// Appends a `PING` or `PONG` frame.

@@ -6,9 +6,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{frame_type, put_header, RawFrame};
+use super::{frame_type, put_header, PresenceEvent, RawFrame};
 use crate::error::DecodeError;
-use crate::limits::{HEADER_BYTES, ROOM_NAME_BYTES_MAX};
+use crate::limits::{HEADER_BYTES, ROOM_NAME_BYTES_MAX, USER_NAME_BYTES_MAX};
 
 /// Peer frame type bytes.
 pub mod peer_type {
@@ -24,6 +24,8 @@ pub mod peer_type {
     pub const LINK_AUTH: u8 = 0x44;
     /// Node links only: the nodes the sender is linked to (gossip), so everyone meshes.
     pub const NODES: u8 = 0x45;
+    /// A member joined, left or was renamed (or is there, when a link forms): presence.
+    pub const PRESENCE: u8 = 0x46;
 }
 
 /// Bytes of the random nonce in `LINK_HELLO`.
@@ -82,6 +84,8 @@ pub enum PeerFrame {
         /// The `MESSAGE` body to deliver.
         body: Bytes,
     },
+    /// A presence change at the sender (or relayed by it); the body of a client `PRESENCE`.
+    Presence(PresenceEvent),
     /// Keepalive probe.
     Ping(u64),
     /// Keepalive answer.
@@ -160,6 +164,16 @@ impl PeerFrame {
                 let room = forward_room(&body)?;
                 Self::Forward { room, body }
             }
+            peer_type::PRESENCE => {
+                let event = super::parse_presence(body)?;
+                if event.room.is_empty() || event.room.len() > ROOM_NAME_BYTES_MAX {
+                    return Err(DecodeError::Malformed("PRESENCE.room length"));
+                }
+                if event.name.is_empty() || event.name.len() > USER_NAME_BYTES_MAX {
+                    return Err(DecodeError::Malformed("PRESENCE.name length"));
+                }
+                Self::Presence(event)
+            }
             frame_type::PING => Self::Ping(exact_u64(body, "PING")?),
             frame_type::PONG => Self::Pong(exact_u64(body, "PONG")?),
             kind if super::is_assigned(kind) => return Err(DecodeError::UnexpectedFrame(kind)),
@@ -199,6 +213,9 @@ impl PeerFrame {
             Self::Interest { add, token, room } => encode_interest(dst, *add, *token, room),
             Self::InterestAck(token) => super::encode_nonce(dst, peer_type::INTEREST_ACK, *token),
             Self::Forward { body, .. } => encode_forward(dst, body),
+            Self::Presence(p) => {
+                super::encode_presence_as(dst, peer_type::PRESENCE, p.kind, p.session_id, &p.room, &p.name);
+            }
             Self::Ping(nonce) => super::encode_nonce(dst, frame_type::PING, *nonce),
             Self::Pong(nonce) => super::encode_nonce(dst, frame_type::PONG, *nonce),
         }
@@ -284,6 +301,12 @@ mod tests {
             PeerFrame::Interest { add: true, token: 42, room: Bytes::from_static(b"room") },
             PeerFrame::Interest { add: false, token: 0, room: Bytes::from_static(b"r") },
             PeerFrame::InterestAck(42),
+            PeerFrame::Presence(PresenceEvent {
+                kind: crate::codec::PresenceKind::Lost,
+                session_id: 77,
+                room: Bytes::from_static(b"room"),
+                name: Bytes::from_static(b"bob"),
+            }),
             PeerFrame::Forward { room: Bytes::from_static(b"room"), body },
             PeerFrame::Ping(1),
             PeerFrame::Pong(2),

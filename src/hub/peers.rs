@@ -21,7 +21,7 @@ use crate::cluster::{
 };
 use crate::codec::peer::{encode_forward, encode_interest, message_body, name_and_payload, peer_type};
 use crate::codec::peer::{LinkHello, PeerFrame, LINK_VERSION, NODES_PER_FRAME_MAX};
-use crate::codec::{encode_nonce, encode_room_reply, frame_type, put_header};
+use crate::codec::{encode_nonce, frame_type, put_header};
 use crate::interest::PeerId;
 use crate::limits::{HEADER_BYTES, LINK_OUTPUT_BYTES_MAX};
 use crate::link::{Link, LinkClass, LinkState};
@@ -104,6 +104,7 @@ impl<T, L> Hub<T, L> {
         self.send_frame(peer, &PeerFrame::Hello(hello));
         if class == LinkClass::Sibling {
             self.sync_announcements(peer);
+            self.sync_presence(peer);
         }
         peer
     }
@@ -222,6 +223,7 @@ impl<T, L> Hub<T, L> {
         link.outbox.clear();
         link.input.clear();
         self.links_down.push(peer);
+        self.presence_link_down(peer);
         let rooms = self.interest.rooms_of(peer);
         self.interest.remove_peer(peer);
         for room in rooms {
@@ -266,6 +268,7 @@ impl<T, L> Hub<T, L> {
                 }
             }
             PeerFrame::InterestAck(token) => self.acked(peer, token, now),
+            PeerFrame::Presence(event) => self.peer_presence(peer, event),
             PeerFrame::Forward { room, body } => self.deliver_forward(peer, &room, &body, now),
         }
     }
@@ -340,6 +343,7 @@ impl<T, L> Hub<T, L> {
         log::info!("node link {peer} up: node {node_id} at {addr}");
         self.links[peer].state = LinkState::Up { node_id, core_id };
         self.sync_announcements(peer);
+        self.sync_presence(peer);
         self.gossip();
     }
 
@@ -392,7 +396,7 @@ impl<T, L> Hub<T, L> {
             self.router.set_receiving(key, room, false);
             return;
         }
-        self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, room));
+        self.join_took_effect(key, room);
     }
 
     /// `room` lost its last local member: withdraw it where nothing else keeps it wanted.
@@ -493,7 +497,7 @@ impl<T, L> Hub<T, L> {
                     }
                     conn.awaiting_joined = false;
                     self.router.set_receiving(key, room, true);
-                    self.reply(key, |dst| encode_room_reply(dst, frame_type::JOINED, room));
+                    self.join_took_effect(key, room);
                     self.resumed.push(key);
                     // Requests that arrived behind the JOIN run now, in order.
                     self.handle_input(key, now);
@@ -600,7 +604,7 @@ impl<T, L> Hub<T, L> {
         self.send_to_peer(peer, |dst| frame.encode(dst));
     }
 
-    fn send_to_peer(&mut self, peer: PeerId, encode: impl FnOnce(&mut BytesMut)) {
+    pub(super) fn send_to_peer(&mut self, peer: PeerId, encode: impl FnOnce(&mut BytesMut)) {
         let mut frame = BytesMut::new();
         encode(&mut frame);
         self.links[peer].outbox.push_slice(&frame);

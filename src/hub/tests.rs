@@ -305,10 +305,11 @@ fn line_mode_clients_chat_with_binary_clients_in_the_lobby() {
     let mut hub = hub();
     let a = member(&mut hub, "alice", &["lobby"], now);
     let line = hub.open((), now).unwrap();
-    let guest = format!("guest{}", hub.conn_mut(line).unwrap().session_id());
+    let guest = crate::session::guest_name(hub.conn_mut(line).unwrap().session_id());
     send(&mut hub, line, b"hello there\r\n\n", now);
     assert_eq!(drain(&mut hub, a), vec![message(2, 1, "lobby", &guest, b"hello there")]);
-    assert_eq!(drain_bytes(&mut hub, line), b"", "no greeting, no echo");
+    let greeting = format!("* welcome {guest}: you are in lobby with 1 other; type to chat, /help for commands\n");
+    assert_eq!(drain_bytes(&mut hub, line), greeting.as_bytes(), "a greeting, no echo");
 
     send(&mut hub, a, &publish("lobby", b"multi\nline\rtext"), now);
     assert_eq!(drain_bytes(&mut hub, line), b"alice: multi line text\n");
@@ -316,11 +317,9 @@ fn line_mode_clients_chat_with_binary_clients_in_the_lobby() {
     // Two line clients: each sees the other's lines, never its own.
     let other = hub.open((), now).unwrap();
     send(&mut hub, other, b"hi\n", now);
-    assert_eq!(
-        drain_bytes(&mut hub, line),
-        format!("guest{}: hi\n", hub.conn_mut(other).unwrap().session_id()).as_bytes()
-    );
-    assert_eq!(drain_bytes(&mut hub, other), b"");
+    let other_name = crate::session::guest_name(hub.conn_mut(other).unwrap().session_id());
+    assert_eq!(drain_bytes(&mut hub, line), format!("* {other_name} joined\n{other_name}: hi\n").as_bytes());
+    assert!(drain_bytes(&mut hub, other).starts_with(b"* welcome "), "a greeting, no echo");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -577,6 +576,7 @@ fn tick_never_pings_a_line_client() {
     let mut hub = hub();
     let line = hub.open((), t0).unwrap();
     send(&mut hub, line, b"hi\n", t0);
+    assert!(drain_bytes(&mut hub, line).starts_with(b"* welcome "));
     hub.tick(t0 + Duration::from_secs(24 * 3600));
     assert!(!hub.conn_mut(line).unwrap().is_closing());
     assert_eq!(drain_bytes(&mut hub, line), b"");

@@ -56,10 +56,10 @@ fn members_are_in_join_order_with_their_receive_flag() {
         r.join(conn, &room("a"), send_only).unwrap();
     }
     let want = [
-        Member { conn: 5, receives: true },
-        Member { conn: 2, receives: false },
-        Member { conn: 9, receives: true },
-        Member { conn: 0, receives: true },
+        Member { conn: 5, receives: true, watches: false },
+        Member { conn: 2, receives: false, watches: false },
+        Member { conn: 9, receives: true, watches: false },
+        Member { conn: 0, receives: true, watches: false },
     ];
     assert_eq!(r.members(b"a"), Some(&want[..]));
     // Leaving from the middle keeps the others' order.
@@ -104,7 +104,7 @@ fn joining_twice_is_already_a_member() {
     r.join(3, &room("a"), false).unwrap();
     // At the limit too: the more precise error wins.
     assert_eq!(r.join(3, &room("a"), true), Err(RouteError::AlreadyAMember));
-    assert_eq!(r.members(b"a"), Some(&[Member { conn: 3, receives: true }][..]));
+    assert_eq!(r.members(b"a"), Some(&[Member { conn: 3, receives: true, watches: false }][..]));
 }
 
 #[test]
@@ -133,7 +133,10 @@ fn publish_reports_room_and_every_member() {
     r.join(2, &room("a"), true).unwrap();
     let d = r.publish(2, b"a").unwrap();
     assert_eq!(&d.room[..], b"a");
-    assert_eq!(d.members, &[Member { conn: 1, receives: true }, Member { conn: 2, receives: false }]);
+    assert_eq!(
+        d.members,
+        &[Member { conn: 1, receives: true, watches: false }, Member { conn: 2, receives: false, watches: false }]
+    );
 }
 
 #[test]
@@ -243,7 +246,7 @@ impl Oracle {
             return Err(RouteError::TooManyRooms);
         }
         let members = self.rooms.entry(room).or_default();
-        members.push(Member { conn, receives: !send_only });
+        members.push(Member { conn, receives: !send_only, watches: false });
         Ok(Change { room_edge: members.len() == 1 })
     }
 

@@ -269,8 +269,8 @@ fn frames_become_requests() {
         input.extend_from_slice(&bytes);
     }
     let want = vec![
-        Ok(Request::Join { room: Bytes::from("news"), send_only: true }),
-        Ok(Request::Join { room: Bytes::from("chat"), send_only: false }),
+        Ok(Request::Join { room: Bytes::from("news"), send_only: true, presence: false }),
+        Ok(Request::Join { room: Bytes::from("chat"), send_only: false, presence: false }),
         Ok(Request::Publish { room: Bytes::from("chat"), payload: Bytes::from("hi\nthere") }),
         Ok(Request::Leave { room: Bytes::from("news") }),
         Ok(Request::Ping(11)),
@@ -295,7 +295,7 @@ fn invalid_rooms_are_refused_and_the_session_goes_on() {
         let refused = Some(ErrorCode::InvalidRoom);
         assert_eq!(codes(&got), vec![refused, refused, refused, None], "room {room:?}");
         assert!(!ErrorCode::InvalidRoom.is_fatal());
-        assert_eq!(got[3], Ok(Request::Join { room: Bytes::from("ok"), send_only: false }));
+        assert_eq!(got[3], Ok(Request::Join { room: Bytes::from("ok"), send_only: false, presence: false }));
     }
 }
 
@@ -305,16 +305,19 @@ fn room_names_at_the_edges_are_valid() {
     for room in [&b"!"[..], &longest[..], b"a:b/c#d"] {
         let mut s = greeted(Instant::now());
         let got = feed(&mut s, &join(0, room));
-        assert_eq!(got, vec![Ok(Request::Join { room: Bytes::copy_from_slice(room), send_only: false })]);
+        assert_eq!(
+            got,
+            vec![Ok(Request::Join { room: Bytes::copy_from_slice(room), send_only: false, presence: false })]
+        );
     }
 }
 
 #[test]
 fn decode_errors_after_the_handshake_are_fatal() {
-    let mut unknown = vec![0, 0, 0, 0, 0x07];
+    let mut unknown = vec![0, 0, 0, 0, 0x09];
     unknown.extend_from_slice(&join(0, b"late"));
     let too_large = vec![0, 0xFF, 0xFF, 0xFF, frame_type::PUBLISH];
-    let mut reserved_flag = join(0b10, b"room");
+    let mut reserved_flag = join(0b100, b"room");
     reserved_flag.extend_from_slice(&join(0, b"late"));
     let payload = vec![0; crate::limits::PAYLOAD_BYTES_MAX + 1];
     let cases = [

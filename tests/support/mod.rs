@@ -155,6 +155,39 @@ impl Drop for Server {
     }
 }
 
+/// Runs `fanout` with `args` until it exits, at most `timeout` (then kills it): its exit
+/// status (`None` if it had to be killed) and everything it wrote to stderr.
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the fanout binary");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    // Read while it runs, so a chatty process cannot block on a full pipe.
+    let reader = thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait on fanout") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        // A bounded poll of `waitpid`, as in `Server::wait_exit`: no event to wait on.
+        thread::sleep(Duration::from_millis(10));
+    };
+    (status, reader.join().unwrap_or_default())
+}
+
 fn drain_stderr(stderr: ChildStderr, log: &LogBook, addr_tx: mpsc::Sender<SocketAddr>) {
     let mut addr_tx = Some(addr_tx);
     for line in BufReader::new(stderr).lines() {
@@ -394,11 +427,15 @@ impl LineConn {
         String::from_utf8(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
-    /// Reads one line and fails the test if it is not exactly `expected`.
+    /// Reads lines until one that is not a `* ` status line (the greeting, presence lines),
+    /// unless `expected` is one itself, and fails the test if it is not exactly `expected`.
     pub fn expect_line(&mut self, expected: &str) {
-        match self.read_line() {
-            Ok(line) if line == expected => {}
-            other => panic!("expected line {expected:?}, got {other:?}"),
+        loop {
+            match self.read_line() {
+                Ok(line) if line == expected => return,
+                Ok(line) if line.starts_with("* ") && !expected.starts_with("* ") => continue,
+                other => panic!("expected line {expected:?}, got {other:?}"),
+            }
         }
     }
 
@@ -567,5 +604,91 @@ impl StreamCheck {
     /// The last `seq` of each stream, by name.
     pub fn last_seq_by_name(&self) -> HashMap<Vec<u8>, u64> {
         self.streams.values().map(|(name, seq)| (name.clone(), *seq)).collect()
+    }
+}
+
+// ----- line mode: greetings, guest names, presence lines -----
+
+/// How a greeting counts the others in the room: `nobody else`, `1 other`, `N others`.
+pub fn others_text(others: usize) -> String {
+    match others {
+        0 => "nobody else".to_string(),
+        1 => "1 other".to_string(),
+        n => format!("{n} others"),
+    }
+}
+
+/// The exact greeting a line-mode client named `name` gets, newline included.
+pub fn greeting(name: &str, room: &str, others: usize) -> String {
+    let others = others_text(others);
+    format!("* welcome {name}: you are in {room} with {others}; type to chat, /help for commands\n")
+}
+
+/// Where a guest name says its connection sits, as (node, core): `guest5` is (0, 0), `guest5-1`
+/// is (0, 1), `guest5-2.1` is (2, 1); `None` if `name` is not a guest name.
+pub fn guest_location(name: &str) -> Option<(u16, u16)> {
+    fn number<T: std::str::FromStr>(digits: &str) -> Option<T> {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+    }
+    let rest = name.strip_prefix("guest")?;
+    let (counter, place) = rest.split_once('-').unwrap_or((rest, ""));
+    number::<u64>(counter)?;
+    match place.split_once('.') {
+        _ if place.is_empty() => Some((0, 0)),
+        None => Some((0, number(place)?)),
+        Some((node, core)) => Some((number(node)?, number(core)?)),
+    }
+}
+
+/// True for a name the server gives a line-mode client: `guest<N>`, `guest<N>-<core>` or
+/// `guest<N>-<node>.<core>`.
+pub fn is_guest_name(name: &str) -> bool {
+    guest_location(name).is_some()
+}
+
+/// The exact `/who` answer for `room` whose members are `names` in the order the server
+/// learned of them, `you` being the asker's index.
+pub fn who_line(room: &str, names: &[&str], you: Option<usize>) -> String {
+    let listed: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| if Some(i) == you { format!("{n} (you)") } else { n.to_string() })
+        .collect();
+    format!("* {} in {room}: {}\n", names.len(), listed.join(", "))
+}
+
+impl LineConn {
+    /// Bounds each blocking read (`None`: forever).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
+        self.reader.get_ref().set_read_timeout(timeout).expect("set read timeout");
+    }
+
+    /// Reads the greeting, checks that it is exactly the one of a guest in the lobby with
+    /// `others` others, and returns the guest's name.
+    pub fn expect_greeting(&mut self, others: usize) -> String {
+        let line = self.read_line().unwrap_or_else(|e| panic!("waiting for the greeting: {e}"));
+        let name = line
+            .strip_prefix("* welcome ")
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(name, _)| name.to_string())
+            .unwrap_or_else(|| panic!("expected a greeting, got {line:?}"));
+        assert!(is_guest_name(&name), "greeting names {name:?}, not a guest name: {line:?}");
+        assert_eq!(line, greeting(&name, "lobby", others), "greeting");
+        name
+    }
+
+    /// Reads exactly one line and fails the test if it is not exactly `expected`: unlike
+    /// [`LineConn::expect_line`], no status line may come first (tests of presence and commands
+    /// must see every line the server sends).
+    pub fn expect_exact(&mut self, expected: &str) {
+        match self.read_line() {
+            Ok(line) if line == expected => {}
+            other => panic!("expected exactly the line {expected:?}, got {other:?}"),
+        }
+    }
+
+    /// Closes both directions, as a person pressing Ctrl-C in `nc`.
+    pub fn hang_up(&self) {
+        let _ = self.writer.shutdown(std::net::Shutdown::Both);
     }
 }

@@ -10,20 +10,27 @@ use crate::codec::{
 use crate::error::ErrorCode;
 use crate::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES};
 
-/// State of one fanout connection: the frame decoder (bounded by the protocol's max body).
+/// State of one fanout connection: the frame decoder (bounded by the protocol's max body) and
+/// the token its `HELLO` presents.
 #[derive(Debug, Default)]
 pub struct FanoutWire {
     decoder: FrameDecoder,
+    token: Bytes,
 }
 
 impl FanoutWire {
+    /// A connection that presents `token` (empty: none) in `HELLO`.
+    pub fn new(token: &[u8]) -> Self {
+        Self { decoder: FrameDecoder::default(), token: Bytes::copy_from_slice(token) }
+    }
+
     /// `HELLO` as `name`, then `JOIN room`.
     pub fn greet(&self, name: &str, room: &[u8], subscriber: bool, out: &mut BytesMut) {
         let hello = Hello {
             version: PROTOCOL_VERSION,
             flags: 0,
             name: Bytes::copy_from_slice(name.as_bytes()),
-            token: Bytes::new(),
+            token: self.token.clone(),
         };
         ClientFrame::Hello(hello).encode(out);
         let flags = if subscriber { 0 } else { JOIN_FLAG_SEND_ONLY };
@@ -60,7 +67,8 @@ impl FanoutWire {
                     let name = ErrorCode::from_u16(code).map_or_else(|| code.to_string(), |c| c.to_string());
                     return Err(format!("server error {name}: {}", lossy(&text)));
                 }
-                ServerFrame::Welcome(_) | ServerFrame::Pong(_) | ServerFrame::Left(_) => {}
+                // Replies and presence a load generator does not ask for.
+                _ => {}
             }
         }
         Ok(())

@@ -38,10 +38,10 @@ pub enum Wire {
 }
 
 impl Wire {
-    /// A fresh adapter for `protocol`.
-    pub fn new(protocol: Protocol) -> Self {
+    /// A fresh adapter for `protocol`; `token` goes into fanout's `HELLO` (others have none).
+    pub fn new(protocol: Protocol, token: &[u8]) -> Self {
         match protocol {
-            Protocol::Fanout => Self::Fanout(fanout::FanoutWire::default()),
+            Protocol::Fanout => Self::Fanout(fanout::FanoutWire::new(token)),
             Protocol::Nats => Self::Nats(nats::NatsWire),
             Protocol::Redis => Self::Redis(redis::RedisWire),
         }
