@@ -1,5 +1,6 @@
 //! Cluster plumbing that needs no sockets: the link handshake's proof of the shared secret,
-//! random nonces, node ids, and the redial schedule (exponential backoff with jitter).
+//! node ids, the redial schedule (exponential backoff with jitter) and the [`Dialer`], which
+//! decides which node addresses to dial and when, from injected time.
 //!
 //! How nodes are wired (see `protocol.md`): each node's core 0 is its *gateway* and holds one
 //! TCP link to every other node's gateway; the other cores reach remote nodes through it. The
@@ -9,13 +10,16 @@
 //! hops (core → gateway, gateway → core), which are in-memory mail, and per-publisher order
 //! survives because every hop is one ordered link.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::codec::peer::{MAC_BYTES, NONCE_BYTES};
+use crate::rng::Rng;
+
+mod dialer;
+pub use dialer::{Dial, Dialer};
 
 /// First redial delay after a link to a node fails.
 pub const REDIAL_DELAY_MIN: Duration = Duration::from_millis(100);
@@ -56,21 +60,6 @@ pub fn check_link_proof(secret: &[u8], own_nonce: &[u8; NONCE_BYTES], peer_node_
     mac.verify_slice(proof).is_ok()
 }
 
-/// Fresh random bytes from the operating system (falls back to a clock-seeded mix if
-/// `/dev/urandom` cannot be read, which only weakens replay protection, never correctness).
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut out));
-    if read.is_err() {
-        let mut state = clock_seed();
-        for byte in &mut out {
-            state = xorshift(state);
-            *byte = state as u8;
-        }
-    }
-    out
-}
-
 /// A node id from the cluster address when the operator gives none: stable across restarts,
 /// and distinct for distinct addresses with high probability (FNV-1a, folded to 16 bits, never 0).
 pub fn default_node_id(cluster_addr: &str) -> u16 {
@@ -88,21 +77,20 @@ pub fn default_node_id(cluster_addr: &str) -> u16 {
 #[derive(Debug, Clone)]
 pub struct Redial {
     failures: u32,
-    rng: u64,
+    rng: Rng,
 }
 
 impl Redial {
     /// A schedule with its own jitter seed.
     pub fn new(seed: u64) -> Self {
-        Self { failures: 0, rng: seed | 1 }
+        Self { failures: 0, rng: Rng::new(seed) }
     }
 
     /// A dial failed or a link went down at `now`: when to try next.
     pub fn failed(&mut self, now: Instant) -> Instant {
         let base = REDIAL_DELAY_MIN.saturating_mul(1 << self.failures.min(16)).min(REDIAL_DELAY_MAX);
         self.failures = self.failures.saturating_add(1);
-        self.rng = xorshift(self.rng);
-        let jitter = base.mul_f64((self.rng % 1000) as f64 / 2000.0);
+        let jitter = base.mul_f64(self.rng.below(1000) as f64 / 2000.0);
         now + base - jitter
     }
 
@@ -110,18 +98,6 @@ impl Redial {
     pub fn succeeded(&mut self) {
         self.failures = 0;
     }
-}
-
-fn clock_seed() -> u64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32) | 1
-}
-
-fn xorshift(mut x: u64) -> u64 {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
 }
 
 #[cfg(test)]
@@ -137,11 +113,6 @@ mod tests {
         assert!(!check_link_proof(b"s3cret", &[6u8; NONCE_BYTES], 7, &proof), "replayed to another nonce");
         assert!(!check_link_proof(b"s3cret", &nonce, 8, &proof), "claimed by another node");
         assert!(!check_link_proof(b"s3cret", &nonce, 7, &proof[..31]), "truncated");
-    }
-
-    #[test]
-    fn nonces_differ() {
-        assert_ne!(random_bytes::<16>(), random_bytes::<16>());
     }
 
     #[test]

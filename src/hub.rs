@@ -29,6 +29,7 @@ use crate::limits::{
 use crate::link::Link;
 use crate::outbox::Outbox;
 use crate::presence::Presence;
+use crate::rng::{OsRandom, RandomSource};
 use crate::router::{ConnKey, Member, RouteError, Router};
 use crate::session::{Fault, Mode, Request, Session, Timeouts, TimerEvent};
 
@@ -114,6 +115,12 @@ pub struct Stats {
     pub forwards_received: u64,
     /// Forwards dropped because a peer link's queue was over its limit.
     pub forwards_dropped: u64,
+    /// Connections to the cluster port closed at once: too many handshakes were pending.
+    pub node_links_refused: u64,
+    /// Node links cut because their oldest unsent data waited too long (a slow peer).
+    pub node_links_too_slow: u64,
+    /// Announcements a peer did not acknowledge in time (the join went ahead without it).
+    pub interest_acks_timed_out: u64,
     /// `ERROR` frames sent, by code, in [`ErrorCode::ALL`] order.
     pub errors: [u64; ErrorCode::ALL.len()],
 }
@@ -201,6 +208,8 @@ pub struct Hub<T, L = ()> {
     links_down: Vec<PeerId>,
     links_to_flush: Vec<PeerId>,
     resumed: Vec<ConnKey>,
+    /// Released from a `JOIN` wait: their buffered input runs at the end of the current input.
+    unpaused: Vec<ConnKey>,
     config: HubConfig,
     to_flush: Vec<ConnKey>,
     finished: Vec<ConnKey>,
@@ -208,6 +217,10 @@ pub struct Hub<T, L = ()> {
     /// Connections not yet decided, in accept order (so by deadline): (deadline, key, session).
     undecided: VecDeque<(Instant, ConnKey, u64)>,
     presence: Presence,
+    /// Nonces and seeds: the OS for a server, a seed for a simulation.
+    random: Box<dyn RandomSource>,
+    /// The latest time an input brought (for deadlines set deep inside, like the ack wait).
+    clock: Option<Instant>,
     encode: BytesMut,
     sessions_issued: u64,
     id_base: u64,
@@ -233,17 +246,31 @@ impl<T, L> Hub<T, L> {
             links_down: Vec::new(),
             links_to_flush: Vec::new(),
             resumed: Vec::new(),
+            unpaused: Vec::new(),
             config,
             to_flush: Vec::new(),
             finished: Vec::new(),
             slow: Vec::new(),
             undecided: VecDeque::new(),
             presence: Presence::new(PRESENCE_ENTRIES_MAX),
+            random: Box::new(OsRandom),
+            clock: None,
             encode: BytesMut::with_capacity(ENCODE_BUFFER_BYTES),
             sessions_issued: 0,
             id_base,
             stats: Stats::default(),
         }
+    }
+
+    /// Replaces the source of link nonces and seeds (the OS by default): a simulation gives a
+    /// seeded one so that a run replays exactly.
+    pub fn set_random(&mut self, random: Box<dyn RandomSource>) {
+        self.random = random;
+    }
+
+    /// A random number from the hub's source, for seeding what the reactor runs beside it.
+    pub fn random_u64(&mut self) -> u64 {
+        self.random.next_u64()
     }
 
     /// Takes a new connection, or gives it back with the `SERVER_FULL` frame to send it.
@@ -290,6 +317,7 @@ impl<T, L> Hub<T, L> {
     /// Takes every connection that stayed silent for the line-mode silence as a line-mode
     /// client: it joins the default room and is greeted in text.
     pub fn expire_silent(&mut self, now: Instant) {
+        self.clock = Some(now);
         while let Some(&(deadline, key, session_id)) = self.undecided.front() {
             if deadline > now {
                 return;
@@ -337,6 +365,7 @@ impl<T, L> Hub<T, L> {
 
     /// Decodes and applies everything in the connection's input buffer.
     pub fn handle_input(&mut self, key: ConnKey, now: Instant) {
+        self.clock = Some(now);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -377,6 +406,7 @@ impl<T, L> Hub<T, L> {
 
     /// Runs every connection's timers; call it a few times per shortest timeout.
     pub fn tick(&mut self, now: Instant) {
+        self.clock = Some(now);
         let mut expired = Vec::new();
         let mut pings = Vec::new();
         for (key, conn) in &mut self.conns {

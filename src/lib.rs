@@ -30,6 +30,7 @@ pub mod metrics_server;
 pub mod outbox;
 pub mod presence;
 pub mod reactor;
+pub mod rng;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -118,5 +118,27 @@ const _: () = assert!(
 const _: () = assert!(MEMBERS_LISTED_MAX <= u16::MAX as usize && ROOMS_LISTED_MAX <= u16::MAX as usize);
 const _: () = assert!(LINE_MODE_SILENCE.as_millis() < HANDSHAKE_TIMEOUT.as_millis());
 
+/// How long accepting pauses after the process ran out of file descriptors (client and node
+/// listeners alike): the rest waits in the kernel's backlog.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Node links accepted and not yet authenticated, at most; a connection to the cluster port
+/// beyond it is closed at once (a real node redials), so a flood of half-open connections costs
+/// no handshake state.
+pub const NODE_LINKS_PENDING_MAX: usize = 64;
+
+/// Longest a `JOIN` (or a gateway relaying an announcement) waits for a peer's `INTEREST_ACK`;
+/// a peer that has not answered by then is not waited for (checked once per timer tick).
+pub const INTEREST_ACK_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// Longest the oldest unsent byte of data may wait on a node link before the link is cut as too
+/// slow (grey failure); with the kernel's share bounded by [`NODE_LINK_UNSENT_BYTES_MAX`], this
+/// bounds how late a message crossing a slow link can be.
+pub const NODE_LINK_LAG_MAX: Duration = Duration::from_secs(2);
+
+/// Bytes a node link's socket may hold that the kernel has not sent yet (`TCP_NOTSENT_LOWAT`):
+/// the backlog waits in the link's queues, where control frames can pass it and its age is known.
+pub const NODE_LINK_UNSENT_BYTES_MAX: u32 = 128 * 1024;
+
 /// Bytes queued on one peer link before further forwards to that peer are dropped.
 pub const LINK_OUTPUT_BYTES_MAX: usize = 64 * 1024 * 1024;

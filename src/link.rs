@@ -6,6 +6,7 @@
 //! what the frames mean. Routing code sees "peer `p` wants room R", never a thread or a socket;
 //! the only difference it knows is the link's [`LinkClass`], which decides what may be relayed.
 
+use std::io::{self, Write};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use crate::codec::peer::{LinkHello, PeerFrame, NONCE_BYTES};
 use crate::codec::FrameDecoder;
 use crate::error::DecodeError;
-use crate::outbox::Outbox;
+use crate::outbox::{Flush, Outbox};
 
 /// What kind of peer a link reaches: it decides relaying (a message never goes from one link of
 /// a class to another link of the same class) and authentication (nodes prove the secret).
@@ -59,6 +60,51 @@ pub enum LinkState {
     Down,
 }
 
+/// A link's two output queues. Control frames (handshake, interest and its acks, presence,
+/// keepalive) go ahead of forwarded messages, at the next frame boundary: a link that is behind
+/// with data still answers a `JOIN`'s interest promptly and still shows it is alive.
+#[derive(Debug)]
+pub struct LinkQueues {
+    /// Control frames, copied; small and few.
+    pub(crate) control: Outbox,
+    /// Forwarded messages, shared by reference count (one publish goes to many links).
+    pub(crate) data: Outbox,
+}
+
+impl LinkQueues {
+    fn new() -> Self {
+        Self { control: Outbox::new(), data: Outbox::with_share_threshold(0) }
+    }
+
+    /// Bytes queued in both.
+    pub fn queued_bytes(&self) -> usize {
+        self.control.queued_bytes() + self.data.queued_bytes()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty()
+    }
+
+    /// Drops everything queued (the link is down).
+    pub fn clear(&mut self) {
+        self.control.clear();
+        self.data.clear();
+    }
+
+    /// Writes as much as `writer` takes: the rest of a half-written data frame, then every
+    /// control frame, then data; until drained or `WouldBlock`.
+    pub fn flush_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flush> {
+        if self.data.flush_front_frame_to(writer)? == Flush::Blocked {
+            return Ok(Flush::Blocked);
+        }
+        if self.control.flush_to(writer)? == Flush::Blocked {
+            return Ok(Flush::Blocked);
+        }
+        self.data.flush_to(writer)
+    }
+}
+
 /// One peer link as the hub holds it.
 #[derive(Debug)]
 pub struct Link<L> {
@@ -66,7 +112,7 @@ pub struct Link<L> {
     pub io: L,
     /// Bytes read and not yet decoded; the reactor appends, the hub consumes.
     pub input: BytesMut,
-    pub(crate) outbox: Outbox,
+    pub(crate) queues: LinkQueues,
     pub(crate) flush_queued: bool,
     pub(crate) state: LinkState,
     pub(crate) class: LinkClass,
@@ -79,7 +125,11 @@ pub struct Link<L> {
     pub(crate) hello: Option<LinkHello>,
     pub(crate) opened_at: Instant,
     pub(crate) last_heard: Instant,
-    pub(crate) ping_sent: bool,
+    /// When a frame was last queued: a node link with nothing to say for a while sends `PING`,
+    /// so the peer always hears from it, however far behind the other direction is.
+    pub(crate) last_queued: Instant,
+    /// (when, data bytes queued in all by then), one per timer tick while data waits.
+    lag_samples: std::collections::VecDeque<(Instant, u64)>,
     decoder: FrameDecoder,
 }
 
@@ -89,8 +139,7 @@ impl<L> Link<L> {
         Self {
             io,
             input: BytesMut::new(),
-            // Forwards are shared, never copied per link: one publish goes to many links.
-            outbox: Outbox::with_share_threshold(0),
+            queues: LinkQueues::new(),
             flush_queued: false,
             state: LinkState::Opening,
             class,
@@ -100,7 +149,8 @@ impl<L> Link<L> {
             hello: None,
             opened_at: now,
             last_heard: now,
-            ping_sent: false,
+            last_queued: now,
+            lag_samples: std::collections::VecDeque::new(),
             decoder: FrameDecoder::default(),
         }
     }
@@ -113,9 +163,9 @@ impl<L> Link<L> {
         }
     }
 
-    /// The transport and the output queue together, so the reactor can flush one into the other.
-    pub fn io_and_outbox(&mut self) -> (&mut L, &mut Outbox) {
-        (&mut self.io, &mut self.outbox)
+    /// The transport and the output queues together, so the reactor can flush one into the other.
+    pub fn io_and_queues(&mut self) -> (&mut L, &mut LinkQueues) {
+        (&mut self.io, &mut self.queues)
     }
 
     /// The link's state.
@@ -153,7 +203,35 @@ impl<L> Link<L> {
         self.hello.as_ref().map(|h| &h.cluster_addr).filter(|a| !a.is_empty())
     }
 
-    pub(crate) fn push(&mut self, frame: &Bytes) {
-        self.outbox.push(frame);
+    /// Queues a forwarded message (data).
+    pub(crate) fn push(&mut self, frame: &Bytes, now: Instant) {
+        self.queues.data.push(frame);
+        self.last_queued = now;
+    }
+
+    /// Queues a control frame, ahead of data at the next frame boundary.
+    pub(crate) fn push_control(&mut self, frame: &[u8], now: Instant) {
+        self.queues.control.push_slice(frame);
+        self.last_queued = now;
+    }
+
+    /// How long the oldest byte of data not yet written has waited, at least (sampled once per
+    /// timer tick, so it may be up to a tick older); samples now.
+    pub(crate) fn data_lag(&mut self, now: Instant) -> std::time::Duration {
+        let data = &self.queues.data;
+        let written = data.written_total();
+        let queued_total = written + data.queued_bytes() as u64;
+        // A sample (t, q): every byte queued by t is among the first q. The oldest unsent byte
+        // (number `written`) came after every sample with q <= written, and by the first
+        // sample with q > written.
+        while self.lag_samples.front().is_some_and(|(_, q)| *q <= written) {
+            self.lag_samples.pop_front();
+        }
+        let lag =
+            self.lag_samples.front().map_or(std::time::Duration::ZERO, |(t, _)| now.saturating_duration_since(*t));
+        if self.lag_samples.back().is_none_or(|(_, q)| *q < queued_total) {
+            self.lag_samples.push_back((now, queued_total));
+        }
+        lag
     }
 }

@@ -5,7 +5,7 @@
 //! faster of the two: one channel send and one wake-up per link per loop turn, no syscalls to
 //! move the bytes. The bound gives it the back-pressure a socket has for free: a sender with
 //! [`MAIL_IN_FLIGHT_BYTES_MAX`] bytes not yet taken by its peer keeps further frames in its
-//! link outbox (where the hub's limit on queued bytes applies) until the peer catches up and
+//! link queues (where the hub's limit on queued bytes applies) until the peer catches up and
 //! wakes it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,7 +15,6 @@ use std::sync::Arc;
 use mio::Waker;
 
 use crate::interest::PeerId;
-use crate::outbox::Outbox;
 
 /// Bytes one link may have in flight (sent, not yet taken by the peer).
 pub const MAIL_IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -94,9 +93,10 @@ impl MailLink {
         (at_a, at_b)
     }
 
-    /// Hands everything queued in `outbox` to the peer in one batch, unless the peer is behind.
-    pub fn send(&self, outbox: &mut Outbox) -> Sent {
-        if outbox.is_empty() {
+    /// Hands the `queued` bytes that `drain` writes into a batch to the peer in one piece, unless
+    /// the peer is behind.
+    pub fn send(&self, queued: usize, drain: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> Sent {
+        if queued == 0 {
             return Sent::All;
         }
         if self.outgoing.in_flight.load(Ordering::Acquire) >= MAIL_IN_FLIGHT_BYTES_MAX {
@@ -106,9 +106,9 @@ impl MailLink {
                 return Sent::Blocked;
             }
         }
-        let mut bytes = Vec::with_capacity(outbox.queued_bytes());
+        let mut bytes = Vec::with_capacity(queued);
         // Writing into a Vec cannot fail or block.
-        let _ = outbox.flush_to(&mut bytes);
+        let _ = drain(&mut bytes);
         self.outgoing.in_flight.fetch_add(bytes.len(), Ordering::AcqRel);
         if self.to.send(Mail { from: self.from, bytes }).is_err() {
             // The peer's reactor is gone (shutting down): nothing to deliver to.
@@ -134,6 +134,11 @@ impl MailLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Outbox;
+
+    fn send_all(link: &MailLink, outbox: &mut Outbox) -> Sent {
+        link.send(outbox.queued_bytes(), |batch| outbox.flush_to(batch).map(|_| ()))
+    }
     use bytes::Bytes;
     use mio::{Poll, Token};
 
@@ -149,7 +154,7 @@ mod tests {
         let mut outbox = Outbox::new();
         outbox.push_slice(b"one");
         outbox.push(&Bytes::from(vec![7u8; 5000]));
-        assert_eq!(at_a.send(&mut outbox), Sent::All);
+        assert_eq!(send_all(&at_a, &mut outbox), Sent::All);
         assert!(outbox.is_empty());
         let mail = b.try_take().expect("mail arrived");
         assert_eq!(mail.from, 3, "b knows a as peer 3");
@@ -169,7 +174,7 @@ mod tests {
         let mut sent = 0;
         loop {
             outbox.push(&chunk);
-            match at_a.send(&mut outbox) {
+            match send_all(&at_a, &mut outbox) {
                 Sent::All => sent += chunk.len(),
                 Sent::Blocked => break,
             }
@@ -180,7 +185,7 @@ mod tests {
         // The peer takes one batch: room again, and the sender is woken.
         let mail = b.try_take().unwrap();
         at_b.taken(mail.bytes.len());
-        assert_eq!(at_a.send(&mut outbox), Sent::All);
+        assert_eq!(send_all(&at_a, &mut outbox), Sent::All);
         assert!(outbox.is_empty());
     }
 }

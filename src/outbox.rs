@@ -29,6 +29,8 @@ pub struct Outbox {
     frame_lens: VecDeque<u32>,
     /// Bytes of the oldest queued frame already handed to the kernel.
     front_written: usize,
+    /// Bytes handed to the writer since the outbox was made (a link measures its lag by it).
+    written_total: u64,
 }
 
 /// What a flush achieved.
@@ -56,6 +58,7 @@ impl Outbox {
             share_bytes_min,
             frame_lens: VecDeque::new(),
             front_written: 0,
+            written_total: 0,
         }
     }
 
@@ -81,6 +84,42 @@ impl Outbox {
     /// Bytes queued and not yet handed to the kernel.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Bytes handed to a writer over the outbox's life; with [`Outbox::queued_bytes`], where
+    /// the oldest unsent byte stands in everything ever queued.
+    pub fn written_total(&self) -> u64 {
+        self.written_total
+    }
+
+    /// Bytes left of a frame the writer has taken part of (0 on a frame boundary): nothing
+    /// else may be written before them.
+    pub fn front_frame_rest(&self) -> usize {
+        match self.frame_lens.front() {
+            Some(&len) if self.front_written > 0 => len as usize - self.front_written,
+            _ => 0,
+        }
+    }
+
+    /// Writes the rest of a half-written frame, and nothing after it, so that another queue
+    /// may go next on a frame boundary; `Drained` once on a boundary.
+    pub fn flush_front_frame_to<W: Write>(&mut self, writer: &mut W) -> io::Result<Flush> {
+        loop {
+            let rest = self.front_frame_rest();
+            if rest == 0 {
+                return Ok(Flush::Drained);
+            }
+            // A frame never spans two buffers: its rest is at the start of the first one.
+            let buf = self.chunks.front().map_or(&self.tail[..], |c| &c[..]);
+            let n = match writer.write(&buf[..rest.min(buf.len())]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.consume(n);
+        }
     }
 
     /// True when nothing is queued.
@@ -168,6 +207,7 @@ impl Outbox {
     fn consume(&mut self, mut n: usize) {
         debug_assert!(n <= self.queued_bytes);
         self.queued_bytes -= n;
+        self.written_total += n as u64;
         self.front_written += n;
         while let Some(&len) = self.frame_lens.front() {
             if self.front_written < len as usize {
@@ -274,6 +314,23 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(outbox.flush_to(&mut out).unwrap(), Flush::Drained);
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn the_rest_of_a_half_written_frame_goes_alone() {
+        for share_min in [0, usize::MAX] {
+            let mut outbox = Outbox::with_share_threshold(share_min);
+            outbox.push(&Bytes::from_static(b"0123456789"));
+            outbox.push(&Bytes::from_static(b"abcdef"));
+            assert_eq!(outbox.front_frame_rest(), 0);
+            let mut w = Trickle { got: Vec::new(), per_call: 4, calls_left: 1 };
+            assert_eq!(outbox.flush_to(&mut w).unwrap(), Flush::Blocked);
+            assert_eq!(outbox.front_frame_rest(), 6);
+            w.calls_left = 100;
+            assert_eq!(outbox.flush_front_frame_to(&mut w).unwrap(), Flush::Drained);
+            assert_eq!(w.got, b"0123456789", "share_min {share_min}: only the first frame");
+            assert_eq!((outbox.front_frame_rest(), outbox.queued_bytes(), outbox.written_total()), (0, 6, 10));
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::interest::PeerId;
 use crate::limits::{
-    READ_BYTES_PER_TURN_MAX, READ_CHUNK_BYTES, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_PROBES,
+    ACCEPT_BACKOFF, READ_BYTES_PER_TURN_MAX, READ_CHUNK_BYTES, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
+    TCP_KEEPALIVE_PROBES,
 };
 use crate::mailbox::{MailLink, Mailbox};
 
@@ -41,9 +42,6 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Readiness events taken from the kernel per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
-
-/// How long accepting pauses after the process ran out of file descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A connection's socket and what the reactor knows of its registration.
 #[derive(Debug)]
@@ -165,7 +163,7 @@ impl Reactor {
 
     /// Adds a link to a sibling reactor.
     pub(crate) fn add_link(&mut self, link: MailLink) -> PeerId {
-        let peer = self.hub.add_link(LinkIo::Mail(link));
+        let peer = self.hub.add_link(LinkIo::Mail(link), Instant::now());
         self.siblings.push(peer);
         peer
     }

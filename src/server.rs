@@ -11,11 +11,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::cluster::{default_node_id, random_bytes};
+use crate::cluster::default_node_id;
 use crate::config::ServerConfig;
 use crate::hub::{Gateway, MAX_CORE_ID};
 use crate::mailbox::MailLink;
 use crate::reactor::{bind_error, refuse_taken_address, Reactor, StopHandle};
+use crate::rng::{OsRandom, RandomSource};
 
 /// Names the cluster listener in its bind errors.
 const CLUSTER_LISTENER_NAME: &str = "cluster listener (--cluster-listen)";
@@ -87,7 +88,7 @@ impl Server {
             gateway.set_gateway(Gateway {
                 secret: settings.secret.clone(),
                 cluster_addr: own.clone(),
-                instance: u64::from_be_bytes(random_bytes()),
+                instance: OsRandom.next_u64(),
             });
             gateway.enable_cluster(listener, own.clone(), &settings.peers)?;
             log::info!("cluster: node {node_id} accepting node links on {own}");

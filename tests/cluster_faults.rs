@@ -735,3 +735,105 @@ fn a_node_cut_off_from_both_others_rejoins_after_the_heal_and_nothing_is_replaye
     assert_eq!((a.downs(2), b.downs(1)), (a_ab, b_ab), "the A-B link went down during the test");
     println!("MEASURED three-node test: {checked} deliveries checked in {:?}", started.elapsed());
 }
+
+/// The bandwidth of the throttled node link in the slow-peer test, per direction.
+const THROTTLED_BYTES_PER_SECOND: u64 = 50_000;
+
+/// Messages per second the flooder publishes across the throttled link (1 KiB each: 40 times
+/// what the link carries).
+const FLOOD_PER_SECOND: u64 = 2_000;
+
+/// Longest the flood runs.
+const FLOOD_FOR: Duration = Duration::from_secs(12);
+
+/// A `JOIN` must be answered within the ack-wait bound, one timer tick and this margin.
+const JOIN_MARGIN: Duration = Duration::from_secs(2);
+
+/// Publishes 1 KiB messages to `room` on `addr` at [`FLOOD_PER_SECOND`] until `stop` or
+/// [`FLOOD_FOR`]; returns how many it published.
+fn flood(addr: SocketAddr, room: &str, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    let publisher = connect_joined(addr, "flooder", room);
+    let room = room.to_string();
+    thread::spawn(move || {
+        let started = Instant::now();
+        let payload = vec![b'f'; 1024];
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Acquire) && started.elapsed() < FLOOD_FOR {
+            let due = (started.elapsed().as_secs_f64() * FLOOD_PER_SECOND as f64) as u64;
+            while sent < due {
+                if publisher.publish(&room, &payload).is_err() {
+                    return sent;
+                }
+                sent += 1;
+            }
+            thread::sleep(Duration::from_millis(5)); // Pacing, bounded by FLOOD_FOR above.
+        }
+        sent
+    })
+}
+
+/// Reads and drops everything `client` receives until `stop`.
+fn drain(mut client: Client, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    thread::spawn(move || {
+        let _ = client.set_read_timeout(Some(READ_POLL));
+        let mut got = 0;
+        while !stop.load(Ordering::Acquire) {
+            match client.next_event() {
+                Ok(_) => got += 1,
+                Err(ClientError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    })
+}
+
+/// A node link that is slow but not cut (a grey failure): a `JOIN` on either side is answered
+/// within the ack-wait bound and a `PING` behind it at once, and the sender cuts the link once
+/// its oldest unsent byte is older than `NODE_LINK_LAG_MAX`, instead of letting deliveries grow
+/// late without bound (before: 16–18 s for a `JOINED`, and no cut until 64 MiB were queued).
+#[test]
+fn a_slow_link_never_holds_a_join_and_is_cut_when_its_backlog_grows_old() {
+    use fanout::limits::{INTEREST_ACK_WAIT_MAX, NODE_LINK_LAG_MAX};
+    let _serial = serial();
+    let (a, b, _chat) = two_nodes();
+    poll_until("exactly one proxy carries the link", MESH_TIMEOUT, &[&a, &b], || {
+        a.proxy.connections() + b.proxy.connections() == 1
+    });
+    let slow = if a.proxy.connections() == 1 { &a.proxy } else { &b.proxy };
+    slow.set_rate(THROTTLED_BYTES_PER_SECOND);
+
+    // A reader of the flood room on A, a publisher flooding it from B: B's link to A backs up.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = drain(connect_joined(a.server.addr(), "sink", "flood"), stop.clone());
+    let flooder = flood(b.server.addr(), "flood", stop.clone());
+    let flood_started = Instant::now();
+    let (b_downs, b_too_slow) = (b.downs(1), b.count("behind; dropping it"));
+
+    // Wait until the backlog is real: a second of flooding is 40 seconds of link.
+    thread::sleep(Duration::from_secs(1)); // Lets the backlog build; not synchronisation.
+    let bound = INTEREST_ACK_WAIT_MAX + JOIN_MARGIN;
+    for (side, node) in [("A", &a), ("B", &b)] {
+        let asked = Instant::now();
+        let mut joiner = connect_joined(node.server.addr(), "joiner", &format!("fresh-{side}"));
+        let joined = asked.elapsed();
+        let pinged = Instant::now();
+        joiner.round_trip(7).expect("a PING behind the JOIN");
+        let ponged = pinged.elapsed();
+        println!("MEASURED slow peer: JOINED on {side} after {joined:?}, PONG behind it {ponged:?}");
+        assert!(joined < bound, "JOINED on {side} took {joined:?} behind a slow link (bound {bound:?})");
+        assert!(ponged < JOIN_MARGIN, "PONG on {side} took {ponged:?}");
+    }
+
+    // B cuts the link for its lag, well before the flood ends.
+    let cut_bound = NODE_LINK_LAG_MAX + Duration::from_secs(5);
+    let cut_at = poll_until("B cuts its slow link to A", cut_bound + Duration::from_secs(2), &[&a, &b], || {
+        b.count("behind; dropping it") > b_too_slow && b.downs(1) > b_downs
+    });
+    println!("MEASURED slow peer: B cut its link {:?} after the flood started", cut_at - flood_started);
+    stop.store(true, Ordering::Release);
+    let published = flooder.join().expect("the flooder");
+    let received = reader.join().expect("the reader");
+    println!("MEASURED slow peer: {published} published on B, {received} received on A");
+    assert!(received < published, "a link 40 times too slow delivered everything");
+}

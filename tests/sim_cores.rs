@@ -155,13 +155,14 @@ struct Sim {
 
 impl Sim {
     fn new(strict: bool) -> Self {
+        let start = Instant::now();
         let mut hubs: Vec<Hub<(), ()>> =
             (0..HUBS).map(|core| Hub::new(HubConfig { core_id: core as u16, ..HubConfig::default() })).collect();
         let mut peer = vec![vec![usize::MAX; HUBS]; HUBS];
         for a in 0..HUBS {
             for b in a + 1..HUBS {
-                peer[a][b] = hubs[a].add_link(());
-                peer[b][a] = hubs[b].add_link(());
+                peer[a][b] = hubs[a].add_link((), start);
+                peer[b][a] = hubs[b].add_link((), start);
             }
         }
         let wires = (0..HUBS).map(|_| (0..HUBS).map(|_| Wire::default()).collect()).collect();
@@ -179,7 +180,7 @@ impl Sim {
             acks_received: HashSet::new(),
             strict,
             clock: 0,
-            now: Instant::now(),
+            now: start,
             nonces: 0,
         };
         for h in 0..HUBS {
@@ -448,7 +449,7 @@ impl Sim {
             let p = self.peer[a][b];
             let link = self.hubs[a].link_mut(p).expect("link exists");
             let down = link.state() == LinkState::Down;
-            let outbox = link.io_and_outbox().1;
+            let outbox = link.io_and_queues().1;
             let queued = outbox.queued_bytes();
             assert!(queued == 0 || listed.contains(&p), "hub {a}: link to hub {b} has {queued} bytes, not listed");
             let mut out = Vec::new();

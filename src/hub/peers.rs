@@ -16,14 +16,12 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::{encode_frame, Fanout, Hub};
-use crate::cluster::{
-    check_link_proof, link_proof, random_bytes, LINK_HANDSHAKE_TIMEOUT, LINK_PING_INTERVAL, LINK_SILENCE_MAX,
-};
+use crate::cluster::{check_link_proof, link_proof, LINK_HANDSHAKE_TIMEOUT, LINK_PING_INTERVAL, LINK_SILENCE_MAX};
 use crate::codec::peer::{encode_forward, encode_interest, message_body, name_and_payload, peer_type};
-use crate::codec::peer::{LinkHello, PeerFrame, LINK_VERSION, NODES_PER_FRAME_MAX};
+use crate::codec::peer::{LinkHello, PeerFrame, LINK_VERSION, NODES_PER_FRAME_MAX, NONCE_BYTES};
 use crate::codec::{encode_nonce, frame_type, put_header};
 use crate::interest::PeerId;
-use crate::limits::{HEADER_BYTES, LINK_OUTPUT_BYTES_MAX};
+use crate::limits::{HEADER_BYTES, INTEREST_ACK_WAIT_MAX, LINK_OUTPUT_BYTES_MAX, NODE_LINK_LAG_MAX};
 use crate::link::{Link, LinkClass, LinkState};
 use crate::router::ConnKey;
 
@@ -63,13 +61,15 @@ pub(super) enum Waiter {
 #[derive(Debug, Default)]
 pub(super) struct PendingInterest {
     /// (peer, token, peer's class) not yet acknowledged.
-    awaiting: Vec<(PeerId, u64, LinkClass)>,
+    /// (peer, token, peer's class, when to stop waiting for it: set from the hub's clock, or at
+    /// the next tick if no input has brought the time yet).
+    awaiting: Vec<(PeerId, u64, LinkClass, Option<Instant>)>,
     waiters: Vec<Waiter>,
 }
 
 impl PendingInterest {
     fn waits_for(&self, class: LinkClass) -> bool {
-        self.awaiting.iter().any(|(_, _, c)| *c == class)
+        self.awaiting.iter().any(|(_, _, c, _)| *c == class)
     }
 }
 
@@ -80,8 +80,8 @@ impl<T, L> Hub<T, L> {
     }
 
     /// Adds a link to a sibling core and announces every room we want.
-    pub fn add_link(&mut self, io: L) -> PeerId {
-        self.open_link(io, LinkClass::Sibling, false, Instant::now())
+    pub fn add_link(&mut self, io: L, now: Instant) -> PeerId {
+        self.open_link(io, LinkClass::Sibling, false, now)
     }
 
     /// Adds a link to another node (dialed by us, or accepted); it carries nothing until the
@@ -91,7 +91,11 @@ impl<T, L> Hub<T, L> {
     }
 
     fn open_link(&mut self, io: L, class: LinkClass, dialed: bool, now: Instant) -> PeerId {
-        let nonce = if class == LinkClass::Node { random_bytes() } else { [0; 16] };
+        self.clock = Some(now);
+        let mut nonce = [0; NONCE_BYTES];
+        if class == LinkClass::Node {
+            self.random.fill(&mut nonce);
+        }
         let peer = self.links.insert(Link::new(io, class, dialed, nonce, now));
         let hello = LinkHello {
             version: LINK_VERSION,
@@ -114,6 +118,16 @@ impl<T, L> Hub<T, L> {
         self.links.get_mut(peer)
     }
 
+    /// Node links accepted or dialed that have not proved the cluster secret yet.
+    pub fn pending_node_links(&self) -> usize {
+        self.links.iter().filter(|(_, l)| l.class == LinkClass::Node && l.state == LinkState::Opening).count()
+    }
+
+    /// Notes a connection to the cluster port closed because too many handshakes were pending.
+    pub fn count_refused_node_link(&mut self) {
+        self.stats.node_links_refused += 1;
+    }
+
     /// How many peer links the hub holds (down ones not yet removed included).
     pub fn link_count(&self) -> usize {
         self.links.len()
@@ -127,7 +141,7 @@ impl<T, L> Hub<T, L> {
 
     /// Bytes queued on all peer links.
     pub fn link_queued_bytes(&self) -> usize {
-        self.links.iter().map(|(_, l)| l.outbox.queued_bytes()).sum()
+        self.links.iter().map(|(_, l)| l.queues.queued_bytes()).sum()
     }
 
     /// Cluster addresses of the nodes we have an authenticated link to.
@@ -181,9 +195,9 @@ impl<T, L> Hub<T, L> {
 
     /// Decodes and applies everything in the link's input buffer.
     pub fn handle_link_input(&mut self, peer: PeerId, now: Instant) {
+        self.clock = Some(now);
         if let Some(link) = self.links.get_mut(peer) {
             link.last_heard = now;
-            link.ping_sent = false;
         }
         loop {
             let Some(link) = self.links.get_mut(peer) else {
@@ -195,11 +209,26 @@ impl<T, L> Hub<T, L> {
             }
             match link.next_frame() {
                 Ok(Some(frame)) => self.apply_peer(peer, frame, now),
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(e) => {
                     log::error!("peer link {peer} sent a bad frame: {e}; dropping the link");
-                    return self.link_down(peer, now);
+                    self.link_down(peer, now);
+                    break;
                 }
+            }
+        }
+        self.run_unpaused(now);
+    }
+
+    /// Handles the input that waited behind released `JOIN`s, in release order. Called at the
+    /// end of every input that can release one (link input, link down, the timer), so routing
+    /// never re-enters session decoding.
+    pub(super) fn run_unpaused(&mut self, now: Instant) {
+        // Each round handles what the previous one released; a connection is released at most
+        // once per JOIN it sent, so this ends.
+        while !self.unpaused.is_empty() {
+            for key in std::mem::take(&mut self.unpaused) {
+                self.handle_input(key, now);
             }
         }
     }
@@ -207,6 +236,7 @@ impl<T, L> Hub<T, L> {
     /// The link failed: forget the peer's interest, stop waiting for its acks, withdraw what
     /// only it made us want.
     pub fn link_down(&mut self, peer: PeerId, now: Instant) {
+        self.clock = Some(now);
         let Some(link) = self.links.get_mut(peer) else {
             return;
         };
@@ -220,7 +250,7 @@ impl<T, L> Hub<T, L> {
             _ => log::info!("peer link {peer} is down"),
         }
         link.state = LinkState::Down;
-        link.outbox.clear();
+        link.queues.clear();
         link.input.clear();
         self.links_down.push(peer);
         self.presence_link_down(peer);
@@ -232,11 +262,12 @@ impl<T, L> Hub<T, L> {
         let tokens: Vec<u64> = self
             .pending
             .values()
-            .flat_map(|p| p.awaiting.iter().filter(|(p2, _, _)| *p2 == peer).map(|(_, t, _)| *t))
+            .flat_map(|p| p.awaiting.iter().filter(|(p2, _, _, _)| *p2 == peer).map(|(_, t, _, _)| *t))
             .collect();
         for token in tokens {
-            self.acked(peer, token, now);
+            self.acked(peer, token);
         }
+        self.run_unpaused(now);
     }
 
     fn apply_peer(&mut self, peer: PeerId, frame: PeerFrame, now: Instant) {
@@ -267,7 +298,7 @@ impl<T, L> Hub<T, L> {
                     }
                 }
             }
-            PeerFrame::InterestAck(token) => self.acked(peer, token, now),
+            PeerFrame::InterestAck(token) => self.acked(peer, token),
             PeerFrame::Presence(event) => self.peer_presence(peer, event),
             PeerFrame::Forward { room, body } => self.deliver_forward(peer, &room, &body, now),
         }
@@ -435,7 +466,8 @@ impl<T, L> Hub<T, L> {
                     self.send_to_peer(peer, |dst| encode_interest(dst, true, token, room));
                 }
                 let pending = self.pending.entry(Bytes::copy_from_slice(room)).or_default();
-                pending.awaiting.extend(peers.iter().map(|p| (*p, token, class)));
+                let give_up_at = self.clock.map(|clock| clock + INTEREST_ACK_WAIT_MAX);
+                pending.awaiting.extend(peers.iter().map(|p| (*p, token, class, give_up_at)));
             } else {
                 self.announced[class.index()].remove(room);
                 for &peer in &peers {
@@ -456,11 +488,11 @@ impl<T, L> Hub<T, L> {
 
     /// `peer` applied the announcement with `token`; when a room's announcements are all
     /// acknowledged, its waiters get their `JOINED` or `INTEREST_ACK`.
-    fn acked(&mut self, peer: PeerId, token: u64, now: Instant) {
+    fn acked(&mut self, peer: PeerId, token: u64) {
         let mut ready = Vec::new();
         self.pending.retain(|room, pending| {
             let before = pending.awaiting.len();
-            pending.awaiting.retain(|(p, t, _)| (*p, *t) != (peer, token));
+            pending.awaiting.retain(|(p, t, _, _)| (*p, *t) != (peer, token));
             if pending.awaiting.len() == before {
                 return true;
             }
@@ -476,11 +508,11 @@ impl<T, L> Hub<T, L> {
             !pending.awaiting.is_empty()
         });
         for (room, waiters) in ready {
-            self.release(&room, waiters, now);
+            self.release(&room, waiters);
         }
     }
 
-    fn release(&mut self, room: &[u8], waiters: Vec<Waiter>, now: Instant) {
+    fn release(&mut self, room: &[u8], waiters: Vec<Waiter>) {
         for waiter in waiters {
             match waiter {
                 Waiter::Ack(peer, token, _) => {
@@ -499,8 +531,9 @@ impl<T, L> Hub<T, L> {
                     self.router.set_receiving(key, room, true);
                     self.join_took_effect(key, room);
                     self.resumed.push(key);
-                    // Requests that arrived behind the JOIN run now, in order.
-                    self.handle_input(key, now);
+                    // Requests that arrived behind the JOIN run once the routing that released it
+                    // is done (`run_unpaused`), never from inside it.
+                    self.unpaused.push(key);
                 }
             }
         }
@@ -528,7 +561,7 @@ impl<T, L> Hub<T, L> {
                 encode_forward(encode, body);
                 encode.split().freeze()
             });
-            if link.outbox.queued_bytes() > LINK_OUTPUT_BYTES_MAX {
+            if link.queues.data.queued_bytes() > LINK_OUTPUT_BYTES_MAX {
                 link.forwards_dropped += 1;
                 stats.forwards_dropped += 1;
                 if link.class == LinkClass::Node {
@@ -538,7 +571,7 @@ impl<T, L> Hub<T, L> {
                 // A sibling this far behind loses messages (seq gaps show it); it never stalls us.
                 continue;
             }
-            link.push(frame);
+            link.push(frame, now);
             stats.forwards_sent += 1;
             if !link.flush_queued {
                 link.flush_queued = true;
@@ -570,8 +603,10 @@ impl<T, L> Hub<T, L> {
         self.cut_slow_consumers(now);
     }
 
-    /// Node links' keepalive and handshake deadline.
+    /// Node links' keepalive, handshake deadline and lag bound, and every announcement's
+    /// bounded wait for acks.
     pub(super) fn tick_links(&mut self, now: Instant) {
+        self.clock = Some(now);
         let mut down = Vec::new();
         let mut pings = Vec::new();
         for (peer, link) in &mut self.links {
@@ -579,16 +614,29 @@ impl<T, L> Hub<T, L> {
                 continue;
             }
             let silent = now.saturating_duration_since(link.last_heard);
-            if link.state == LinkState::Opening
-                && now.saturating_duration_since(link.opened_at) > LINK_HANDSHAKE_TIMEOUT
-            {
+            let opening = link.state == LinkState::Opening;
+            if opening && now.saturating_duration_since(link.opened_at) > LINK_HANDSHAKE_TIMEOUT {
                 log::warn!("node link {peer} did not finish its handshake in time");
                 down.push(peer);
-            } else if silent > LINK_SILENCE_MAX {
+                continue;
+            }
+            if silent > LINK_SILENCE_MAX {
                 log::warn!("node link {peer} has been silent for {silent:?}");
                 down.push(peer);
-            } else if silent > LINK_PING_INTERVAL && !link.ping_sent {
-                link.ping_sent = true;
+                continue;
+            }
+            if opening {
+                continue;
+            }
+            let lag = link.data_lag(now);
+            if lag > NODE_LINK_LAG_MAX {
+                // A slow peer (grey failure): cut rather than let its messages grow late.
+                log::warn!("node link {peer} is {lag:?} behind; dropping it");
+                self.stats.node_links_too_slow += 1;
+                down.push(peer);
+            } else if now.saturating_duration_since(link.last_queued) >= LINK_PING_INTERVAL {
+                // Nothing said for a while: say something, so the peer hears us whatever the
+                // state of the other direction.
                 pings.push(peer);
             }
         }
@@ -598,6 +646,23 @@ impl<T, L> Hub<T, L> {
         for peer in down {
             self.link_down(peer, now);
         }
+        // Every wait for an ack is bounded: a peer that did not answer in time is not waited for.
+        let mut expired: Vec<(PeerId, u64)> = Vec::new();
+        for pending in self.pending.values_mut() {
+            for (peer, token, _, give_up_at) in &mut pending.awaiting {
+                match give_up_at {
+                    Some(at) if *at <= now => expired.push((*peer, *token)),
+                    Some(_) => {}
+                    None => *give_up_at = Some(now + INTEREST_ACK_WAIT_MAX),
+                }
+            }
+        }
+        for (peer, token) in expired {
+            log::warn!("peer link {peer} did not acknowledge interest within {INTEREST_ACK_WAIT_MAX:?}; not waiting");
+            self.stats.interest_acks_timed_out += 1;
+            self.acked(peer, token);
+        }
+        self.run_unpaused(now);
     }
 
     fn send_frame(&mut self, peer: PeerId, frame: &PeerFrame) {
@@ -607,7 +672,8 @@ impl<T, L> Hub<T, L> {
     pub(super) fn send_to_peer(&mut self, peer: PeerId, encode: impl FnOnce(&mut BytesMut)) {
         let mut frame = BytesMut::new();
         encode(&mut frame);
-        self.links[peer].outbox.push_slice(&frame);
+        let now = self.clock.unwrap_or(self.links[peer].last_queued);
+        self.links[peer].push_control(&frame, now);
         self.queue_link_flush(peer);
     }
 

@@ -2,7 +2,6 @@
 //! with backoff, and moving bytes of node links (TCP) in and out. What the bytes mean is the
 //! hub's business, exactly as for sibling links.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::time::Instant;
@@ -12,9 +11,9 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 use super::Reactor;
-use crate::cluster::{random_bytes, Redial};
+use crate::cluster::Dialer;
 use crate::interest::PeerId;
-use crate::limits::READ_BYTES_PER_TURN_MAX;
+use crate::limits::{ACCEPT_BACKOFF, NODE_LINKS_PENDING_MAX, NODE_LINK_UNSENT_BYTES_MAX, READ_BYTES_PER_TURN_MAX};
 use crate::mailbox::{MailLink, Sent};
 use crate::outbox::Flush;
 
@@ -42,32 +41,16 @@ pub struct TcpLink {
     read_queued: bool,
 }
 
-/// A node this gateway should be linked to.
-#[derive(Debug)]
-struct Target {
-    redial: Redial,
-    next_at: Instant,
-    state: TargetState,
-    /// The node behind this address, once a handshake told us: an address that leads to an
-    /// already linked node (linked through another address) is not dialed again.
-    node_id: Option<u16>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TargetState {
-    Idle,
-    Dialing(usize),
-    Linked(PeerId),
-}
-
 /// The gateway's cluster networking.
 #[derive(Debug)]
 pub(super) struct NodeNet {
     listener: TcpListener,
-    own_addr: String,
-    targets: HashMap<String, Target>,
-    dials: Slab<(String, TcpStream, Instant)>,
+    dialer: Dialer,
+    /// Dials in progress: the address and the connecting socket.
+    dials: Slab<(String, TcpStream)>,
     read_queue: Vec<PeerId>,
+    /// Accepting node links pauses until then after the process ran out of descriptors.
+    accept_paused_until: Option<Instant>,
 }
 
 /// Which cluster-networking object a token names.
@@ -99,11 +82,19 @@ impl Reactor {
         peers: &[String],
     ) -> io::Result<()> {
         self.poll.registry().register(&mut listener, CLUSTER_LISTENER, Interest::READABLE)?;
-        let mut net =
-            NodeNet { listener, own_addr, targets: HashMap::new(), dials: Slab::new(), read_queue: Vec::new() };
+        let seed = self.hub.random_u64();
+        let mut net = NodeNet {
+            listener,
+            dialer: Dialer::new(own_addr, seed),
+            dials: Slab::new(),
+            read_queue: Vec::new(),
+            accept_paused_until: None,
+        };
         let now = Instant::now();
         for peer in peers {
-            net.add_target(peer.clone(), now);
+            if net.dialer.add_target(peer.clone(), now) {
+                log::info!("cluster: will link to node at {peer}");
+            }
         }
         self.node_net = Some(net);
         Ok(())
@@ -130,15 +121,32 @@ impl Reactor {
             let Some(net) = self.node_net.as_mut() else {
                 return;
             };
+            if net.accept_paused_until.is_some() {
+                return;
+            }
             let (stream, from) = match net.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error().is_some_and(|code| code == 24 || code == 23) => {
+                    // EMFILE / ENFILE: leave the rest in the backlog and try again shortly.
+                    log::warn!("cluster accept: {e}; pausing node accepts for {ACCEPT_BACKOFF:?}");
+                    net.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
                 Err(e) => {
                     log::warn!("cluster accept: {e}");
                     return;
                 }
             };
+            if self.hub.pending_node_links() >= NODE_LINKS_PENDING_MAX {
+                // Nobody unauthenticated gets a link (or a handshake timer) beyond the cap: a
+                // real node that meets it redials.
+                log::debug!("node connection from {from} refused: {NODE_LINKS_PENDING_MAX} handshakes pending");
+                self.hub.count_refused_node_link();
+                drop(stream);
+                continue;
+            }
             log::debug!("node connection from {from}");
             self.adopt_node_link(stream, false, now);
         }
@@ -146,6 +154,11 @@ impl Reactor {
 
     fn adopt_node_link(&mut self, stream: TcpStream, dialed: bool, now: Instant) -> Option<PeerId> {
         let _ = stream.set_nodelay(true);
+        // The backlog stays in the link's queues (where control frames pass it and its age is
+        // measured), not in the kernel's send buffer.
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NODE_LINK_UNSENT_BYTES_MAX) {
+            log::debug!("TCP_NOTSENT_LOWAT on a node link: {e}");
+        }
         let link = TcpLink { stream, wants_write: false, read_queued: false };
         let peer = self.hub.add_node_link(LinkIo::Tcp(link), dialed, now);
         let token = Token(LINK_TOKEN_BASE + peer);
@@ -162,66 +175,58 @@ impl Reactor {
         Some(peer)
     }
 
-    /// Starts dials that are due, and learns new nodes from gossip.
+    /// Starts dials that are due, gives up hung ones, learns new nodes from gossip, and resumes
+    /// accepting after a pause.
     pub(super) fn poll_dialer(&mut self, now: Instant) {
         let Some(net) = self.node_net.as_mut() else {
             return;
         };
+        if net.accept_paused_until.is_some_and(|until| now >= until) {
+            net.accept_paused_until = None;
+            self.accept_nodes(now);
+        }
+        let Some(net) = self.node_net.as_mut() else {
+            return;
+        };
         // A dial the network swallows (no answer at all) fails after the handshake timeout.
-        let stale: Vec<usize> = net
-            .dials
-            .iter()
-            .filter(|(_, (_, _, started))| {
-                now.saturating_duration_since(*started) > crate::cluster::LINK_HANDSHAKE_TIMEOUT
-            })
-            .map(|(key, _)| key)
-            .collect();
-        for key in stale {
-            let (addr, mut stream, _) = net.dials.remove(key);
-            let _ = self.poll.registry().deregister(&mut stream);
-            log::debug!("dial {addr}: timed out");
-            if let Some(target) = net.targets.get_mut(&addr) {
-                target.state = TargetState::Idle;
-                target.next_at = target.redial.failed(now);
+        while let Some(dial) = net.dialer.poll_expired(now) {
+            if let Some(key) = net.dials.iter().find(|(_, (addr, _))| *addr == dial.addr).map(|(key, _)| key) {
+                let (_, mut stream) = net.dials.remove(key);
+                let _ = self.poll.registry().deregister(&mut stream);
             }
+            log::debug!("dial {}: timed out", dial.addr);
         }
         let mut learned = Vec::new();
         self.hub.take_node_addresses(&mut learned);
         for node in learned {
-            net.add_target(node.addr, now);
+            if net.dialer.add_target(node.addr.clone(), now) {
+                log::info!("cluster: will link to node {} at {}", node.node_id, node.addr);
+            }
         }
         let linked = self.hub.linked_node_addrs();
         let linked_ids = self.hub.linked_node_ids();
-        let due: Vec<String> = net
-            .targets
-            .iter_mut()
-            .filter_map(|(addr, target)| {
-                let is_linked = linked.contains(addr) || target.node_id.is_some_and(|id| linked_ids.contains(&id));
-                if is_linked {
-                    target.redial.succeeded();
-                }
-                (target.state == TargetState::Idle && target.next_at <= now && !is_linked).then(|| addr.clone())
-            })
-            .collect();
-        for addr in due {
-            let Some(target) = net.targets.get_mut(&addr) else {
-                continue;
-            };
-            let dialed = addr.parse::<SocketAddr>().map_err(io::Error::other).and_then(TcpStream::connect);
+        let is_linked = |addr: &str, node: Option<u16>| {
+            linked.iter().any(|a| a == addr) || node.is_some_and(|id| linked_ids.contains(&id))
+        };
+        while let Some(dial) = net.dialer.poll_dial(now, is_linked) {
+            let dialed = dial.addr.parse::<SocketAddr>().map_err(io::Error::other).and_then(TcpStream::connect);
             match dialed {
                 Ok(mut stream) => {
                     let key = net.dials.vacant_key();
                     let token = Token(DIAL_TOKEN_BASE + key);
-                    if self.poll.registry().register(&mut stream, token, Interest::WRITABLE).is_ok() {
-                        net.dials.insert((addr.clone(), stream, now));
-                        target.state = TargetState::Dialing(key);
-                        continue;
+                    match self.poll.registry().register(&mut stream, token, Interest::WRITABLE) {
+                        Ok(()) => {
+                            net.dials.insert((dial.addr, stream));
+                        }
+                        Err(e) => {
+                            log::debug!("dial {}: {e}", dial.addr);
+                            net.dialer.failed(&dial.addr, now);
+                        }
                     }
-                    target.next_at = target.redial.failed(now);
                 }
                 Err(e) => {
-                    log::debug!("dial {addr}: {e}");
-                    target.next_at = target.redial.failed(now);
+                    log::debug!("dial {}: {e}", dial.addr);
+                    net.dialer.failed(&dial.addr, now);
                 }
             }
         }
@@ -230,35 +235,33 @@ impl Reactor {
     /// When the dialer next has something to do.
     pub(super) fn next_dial_at(&self) -> Option<Instant> {
         let net = self.node_net.as_ref()?;
-        net.targets.values().filter(|t| t.state == TargetState::Idle).map(|t| t.next_at).min()
+        let dial = net.dialer.next_timeout();
+        match (dial, net.accept_paused_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn finish_dial(&mut self, key: usize, now: Instant) {
         let Some(net) = self.node_net.as_mut() else {
             return;
         };
-        let Some((addr, mut stream, _)) = net.dials.try_remove(key) else {
+        let Some((addr, mut stream)) = net.dials.try_remove(key) else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut stream);
         let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
         if !connected {
             log::debug!("dial {addr}: not connected");
-            if let Some(target) = net.targets.get_mut(&addr) {
-                target.state = TargetState::Idle;
-                target.next_at = target.redial.failed(now);
-            }
+            net.dialer.failed(&addr, now);
             return;
         }
         log::debug!("dialed node at {addr}");
         let peer = self.adopt_node_link(stream, true, now);
-        if let Some(target) = self.node_net.as_mut().and_then(|n| n.targets.get_mut(&addr)) {
+        if let Some(net) = self.node_net.as_mut() {
             match peer {
-                Some(peer) => target.state = TargetState::Linked(peer),
-                None => {
-                    target.state = TargetState::Idle;
-                    target.next_at = target.redial.failed(now);
-                }
+                Some(peer) => net.dialer.connected(&addr, peer),
+                None => net.dialer.failed(&addr, now),
             }
         }
     }
@@ -342,17 +345,17 @@ impl Reactor {
         let Some(link) = self.hub.link_mut(peer) else {
             return;
         };
-        let (io, outbox) = link.io_and_outbox();
+        let (io, queues) = link.io_and_queues();
         let tcp = match io {
             LinkIo::Mail(mail) => {
-                if mail.send(outbox) == Sent::Blocked {
+                if mail.send(queues.queued_bytes(), |batch| queues.flush_to(batch).map(|_| ())) == Sent::Blocked {
                     log::debug!("peer link {peer} is behind; holding frames back");
                 }
                 return;
             }
             LinkIo::Tcp(tcp) => tcp,
         };
-        let wants_write = match outbox.flush_to(&mut tcp.stream) {
+        let wants_write = match queues.flush_to(&mut tcp.stream) {
             Ok(Flush::Drained) => false,
             Ok(Flush::Blocked) => true,
             Err(e) => {
@@ -379,26 +382,8 @@ impl Reactor {
                 let _ = tcp.stream.shutdown(Shutdown::Both);
             }
             if let Some(net) = self.node_net.as_mut() {
-                for target in net.targets.values_mut() {
-                    if target.state == TargetState::Linked(peer) {
-                        target.state = TargetState::Idle;
-                        target.next_at = target.redial.failed(now);
-                        target.node_id = target.node_id.or(node_id);
-                    }
-                }
+                net.dialer.link_down(peer, node_id, now);
             }
         }
-    }
-}
-
-impl NodeNet {
-    fn add_target(&mut self, addr: String, now: Instant) {
-        if addr == self.own_addr || self.targets.contains_key(&addr) {
-            return;
-        }
-        let seed = u64::from_be_bytes(random_bytes());
-        log::info!("cluster: will link to node at {addr}");
-        let target = Target { redial: Redial::new(seed), next_at: now, state: TargetState::Idle, node_id: None };
-        self.targets.insert(addr, target);
     }
 }

@@ -26,6 +26,8 @@
 //!   its life, even after `set_blackhole(false)`: bytes were dropped from its middle, so resuming
 //!   it would hand a peer a corrupt stream, which no real network does. Connections accepted after
 //!   `set_blackhole(false)` flow normally.
+//! - [`Proxy::set_rate`] limits each direction of every connection to that many bytes per second
+//!   (a slow link: a bandwidth limit, on top of any delay); 0 lifts it.
 //!
 //! Every loop re-checks its flags at least every [`POLL`] (reads and writes carry that timeout),
 //! so a partition or a drop is noticed within tens of milliseconds; dropping the [`Proxy`] closes
@@ -72,6 +74,8 @@ struct Shared {
     partitioned: AtomicBool,
     blackhole: AtomicBool,
     delay_nanos: AtomicU64,
+    /// Bytes per second per direction; 0 = unlimited.
+    rate: AtomicU64,
     bytes: AtomicU64,
     next_id: AtomicU64,
     /// Connections being relayed. `partition`, `set_blackhole` and registration take this lock,
@@ -134,6 +138,7 @@ impl Proxy {
             partitioned: AtomicBool::new(false),
             blackhole: AtomicBool::new(false),
             delay_nanos: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
@@ -183,6 +188,11 @@ impl Proxy {
     pub fn set_delay(&self, delay: Duration) {
         let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
         self.shared.delay_nanos.store(nanos, Ordering::Release);
+    }
+
+    /// Limits each direction of every connection to `bytes_per_second` (0: no limit).
+    pub fn set_rate(&self, bytes_per_second: u64) {
+        self.shared.rate.store(bytes_per_second, Ordering::Release);
     }
 
     /// `true`: every open and every new connection stays open but delivers nothing, not even a
@@ -303,6 +313,8 @@ fn relay(shared: &Shared, conn: &Conn, mut from: &TcpStream, mut to: &TcpStream)
     let mut queued = 0usize;
     let mut eof = false;
     let mut buf = vec![0u8; CHUNK];
+    // Under a rate limit, nothing more is written before this.
+    let mut paced_until = Instant::now();
     if to.set_write_timeout(Some(POLL)).is_err() {
         conn.close();
         return;
@@ -317,15 +329,25 @@ fn relay(shared: &Shared, conn: &Conn, mut from: &TcpStream, mut to: &TcpStream)
             queued = 0;
         }
         let now = Instant::now();
+        let rate = shared.rate.load(Ordering::Acquire);
+        if rate > 0 && now < paced_until && !queue.is_empty() {
+            thread::sleep((paced_until - now).min(POLL)); // Pacing: bounded by POLL.
+            continue;
+        }
         if let Some((due, chunk)) = queue.front_mut() {
             if *due <= now {
-                match to.write(chunk) {
+                // At most 20 ms worth of the rate per write, then pause for as long as it took.
+                let limit = if rate > 0 { chunk.len().min((rate / 50).max(1) as usize) } else { chunk.len() };
+                match to.write(&chunk[..limit]) {
                     Ok(0) => {
                         conn.close();
                         return;
                     }
                     Ok(n) => {
                         shared.bytes.fetch_add(n as u64, Ordering::AcqRel);
+                        if rate > 0 {
+                            paced_until = now + Duration::from_secs_f64(n as f64 / rate as f64);
+                        }
                         queued -= n;
                         if n == chunk.len() {
                             queue.pop_front();

@@ -1,0 +1,91 @@
+//! Limits of the cluster port against connections that never authenticate: at most
+//! `NODE_LINKS_PENDING_MAX` handshakes are held at once, the rest are closed at accept, and a real
+//! node still links.
+
+mod support;
+
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use fanout::limits::NODE_LINKS_PENDING_MAX;
+use support::Server;
+
+/// Half-open connections the test opens to the cluster port (well over the cap).
+const SILENT: usize = 200;
+
+/// How soon a connection over the cap must be closed (the handshake timeout is 5 s, silence 3 s).
+const CLOSED_WITHIN: Duration = Duration::from_secs(1);
+
+fn node(secret: &std::path::Path, id: u16, peers: &[SocketAddr]) -> (Server, SocketAddr) {
+    let mut args = vec![
+        "--threads".to_string(),
+        "1".into(),
+        "--cluster-listen".into(),
+        "127.0.0.1:0".into(),
+        "--cluster-secret-file".into(),
+        secret.display().to_string(),
+        "--node-id".into(),
+        id.to_string(),
+    ];
+    for peer in peers {
+        args.extend(["--peer".to_string(), peer.to_string()]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&refs);
+    let line = server.wait_for_log("accepting node links on ", Duration::from_secs(10)).expect("a cluster address");
+    let at = line.find("accepting node links on ").expect("the prefix") + "accepting node links on ".len();
+    let addr = line[at..].trim().parse().expect("a cluster address");
+    (server, addr)
+}
+
+/// Whether the server has closed `conn` (end of stream or reset), without waiting; bytes it
+/// sent (its `LINK_HELLO`, for a handshake it holds) are read and dropped.
+fn is_closed(conn: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn pending_node_handshakes_are_capped_and_a_real_node_still_links() {
+    let dir = std::env::temp_dir().join(format!("fanout-cluster-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "limits everywhere").expect("write the secret");
+    let (one, cluster) = node(&secret, 1, &[]);
+
+    let opened = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..SILENT).map(|_| TcpStream::connect(cluster).expect("connect")).collect();
+    for conn in &silent {
+        conn.set_nonblocking(true).expect("non-blocking");
+    }
+    // Scans until enough are closed or the time is up (bounded in count by the deadline).
+    let mut closed = 0;
+    while opened.elapsed() < CLOSED_WITHIN {
+        closed = silent.iter_mut().map(is_closed).filter(|c| *c).count();
+        if closed >= SILENT - NODE_LINKS_PENDING_MAX {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20)); // Between scans of a non-blocking poll.
+    }
+    println!("MEASURED {closed} of {SILENT} silent connections closed within {CLOSED_WITHIN:?}");
+    assert!(
+        closed >= SILENT - NODE_LINKS_PENDING_MAX,
+        "only {closed} of {SILENT} closed: more than {NODE_LINKS_PENDING_MAX} handshakes held; log:\n{}",
+        one.log_text()
+    );
+
+    // The cap costs a real node nothing once the flood is gone: it links.
+    drop(silent);
+    let (two, _) = node(&secret, 2, &[cluster]);
+    let up = two.wait_for_log(" up: node 1 at ", Duration::from_secs(15));
+    assert!(up.is_some(), "node 2 never linked to node 1; log:\n{}", two.log_text());
+}
