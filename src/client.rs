@@ -234,16 +234,7 @@ impl Client {
     /// members; later joins and leaves in the room arrive as [`Event::Presence`].
     pub fn join_with_presence(&mut self, room: &str) -> Result<Members, ClientError> {
         self.join_watching(room)?;
-        let room = Bytes::copy_from_slice(room.as_bytes());
-        let mut members = None;
-        self.wait_for(|frame| match frame {
-            ServerFrame::Members(m) if m.room == room => {
-                members = Some(m.clone());
-                true
-            }
-            _ => false,
-        })?;
-        members.ok_or(ClientError::Closed)
+        self.members_of(room)
     }
 
     /// Joins `room` asking for presence and waits for `JOINED` only: the room's members then
@@ -255,43 +246,38 @@ impl Client {
     /// Asks who is in `room` and waits for the answer.
     pub fn who(&mut self, room: &str) -> Result<Members, ClientError> {
         self.sender.who(room)?;
-        let room = Bytes::copy_from_slice(room.as_bytes());
-        let mut members = None;
-        self.wait_for(|frame| match frame {
-            ServerFrame::Members(m) if m.room == room => {
-                members = Some(m.clone());
-                true
-            }
-            _ => false,
-        })?;
-        members.ok_or(ClientError::Closed)
+        self.members_of(room)
+    }
+
+    /// Waits for the `MEMBERS` of `room`.
+    fn members_of(&mut self, room: &str) -> Result<Members, ClientError> {
+        let room = room.as_bytes();
+        match self.wait_for(|frame| matches!(frame, ServerFrame::Members(m) if m.room == room))? {
+            ServerFrame::Members(members) => Ok(members),
+            other => Err(ClientError::Protocol(DecodeError::UnexpectedFrame(frame_kind(&other)))),
+        }
     }
 
     /// Asks which rooms exist and waits for the answer.
     pub fn rooms(&mut self) -> Result<RoomList, ClientError> {
         self.sender.rooms()?;
-        let mut rooms = None;
-        self.wait_for(|frame| match frame {
-            ServerFrame::RoomList(list) => {
-                rooms = Some(list.clone());
-                true
-            }
-            _ => false,
-        })?;
-        rooms.ok_or(ClientError::Closed)
+        match self.wait_for(|frame| matches!(frame, ServerFrame::RoomList(_)))? {
+            ServerFrame::RoomList(list) => Ok(list),
+            other => Err(ClientError::Protocol(DecodeError::UnexpectedFrame(frame_kind(&other)))),
+        }
     }
 
     fn join_with(&mut self, room: &str, flags: u8) -> Result<(), ClientError> {
         let room = Bytes::copy_from_slice(room.as_bytes());
         self.sender.send(&ClientFrame::Join { flags, room: room.clone() })?;
-        self.wait_for(|frame| matches!(frame, ServerFrame::Joined(r) if *r == room))
+        self.wait_for(|frame| matches!(frame, ServerFrame::Joined(r) if *r == room)).map(|_| ())
     }
 
     /// Leaves `room` and waits until the server confirms it.
     pub fn leave(&mut self, room: &str) -> Result<(), ClientError> {
         let room = Bytes::copy_from_slice(room.as_bytes());
         self.sender.send(&ClientFrame::Leave { room: room.clone() })?;
-        self.wait_for(|frame| matches!(frame, ServerFrame::Left(r) if *r == room))
+        self.wait_for(|frame| matches!(frame, ServerFrame::Left(r) if *r == room)).map(|_| ())
     }
 
     /// Publishes `payload` to `room` (see [`Sender::publish`]).
@@ -303,7 +289,7 @@ impl Client {
     /// handled by the server.
     pub fn round_trip(&mut self, nonce: u64) -> Result<(), ClientError> {
         self.sender.ping(nonce)?;
-        self.wait_for(|frame| matches!(frame, ServerFrame::Pong(n) if *n == nonce))
+        self.wait_for(|frame| matches!(frame, ServerFrame::Pong(n) if *n == nonce)).map(|_| ())
     }
 
     /// The next event, blocking up to the read timeout; `PING`s are answered on the way.
@@ -339,11 +325,11 @@ impl Client {
     }
 
     /// Reads frames until `wanted` matches one, keeping deliveries for [`Client::next_event`].
-    fn wait_for(&mut self, mut wanted: impl FnMut(&ServerFrame) -> bool) -> Result<(), ClientError> {
+    fn wait_for(&mut self, wanted: impl Fn(&ServerFrame) -> bool) -> Result<ServerFrame, ClientError> {
         loop {
             let frame = self.read_frame()?;
             if wanted(&frame) {
-                return Ok(());
+                return Ok(frame);
             }
             match frame {
                 ServerFrame::Error { code, text } => return Err(server_error(code, &text)),

@@ -30,7 +30,7 @@ use crate::link::Link;
 use crate::outbox::Outbox;
 use crate::presence::Presence;
 use crate::rng::{OsRandom, RandomSource};
-use crate::router::{ConnKey, Member, RouteError, Router};
+use crate::router::{ConnKey, IdIssuer, Member, RouteError, Router, ID_COUNTER_BITS};
 use crate::session::{Fault, Mode, Request, Session, Timeouts, TimerEvent};
 
 /// The fan-out loop's view of a hub, borrowed field by field so the router's member list can be
@@ -60,6 +60,10 @@ pub struct HubConfig {
     pub node_id: u16,
     /// This reactor's id (in `WELCOME`, session and stream ids).
     pub core_id: u16,
+    /// Where this process's session and stream id counters start: on a clustered node the wall
+    /// clock at start-up in microseconds (modulo 2^40), so a restarted node does not hand out its
+    /// old ids again; 0 on a lone server. Given by the server (the hub never reads the clock).
+    pub id_epoch: u64,
     /// Rooms one connection may be in.
     pub rooms_per_connection_max: usize,
     /// Output bytes queued per connection before it is cut.
@@ -80,6 +84,7 @@ impl Default for HubConfig {
         Self {
             node_id: 0,
             core_id: 0,
+            id_epoch: 0,
             rooms_per_connection_max: ROOMS_PER_CONNECTION_MAX,
             output_bytes_max: OUTPUT_BYTES_MAX,
             connections_max: CONNECTIONS_MAX,
@@ -222,20 +227,21 @@ pub struct Hub<T, L = ()> {
     /// The latest time an input brought (for deadlines set deep inside, like the ack wait).
     clock: Option<Instant>,
     encode: BytesMut,
-    sessions_issued: u64,
-    id_base: u64,
+    sessions: IdIssuer,
     stats: Stats,
 }
 
 impl<T, L> Hub<T, L> {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Self {
-        // Ids are unique across the cluster: node in the top 16 bits, core in the next 8.
+        // Ids are unique across the cluster: node in the top 16 bits, core in the next 8, and a
+        // counter that starts at this process's epoch, so unique across restarts too.
         debug_assert!(config.core_id <= MAX_CORE_ID, "core ids have 8 bits in session and stream ids");
-        let id_base = (u64::from(config.node_id) << 48) | (u64::from(config.core_id) << 40);
+        let id_base = (u64::from(config.node_id) << 48) | (u64::from(config.core_id) << ID_COUNTER_BITS);
+        let sessions = IdIssuer::new(id_base, config.id_epoch);
         Self {
             conns: Slab::new(),
-            router: Router::new(id_base, config.rooms_per_connection_max),
+            router: Router::with_stream_ids(IdIssuer::new(id_base, config.id_epoch), config.rooms_per_connection_max),
             links: Slab::new(),
             interest: Interest::new(),
             announced: [HashSet::new(), HashSet::new()],
@@ -256,8 +262,7 @@ impl<T, L> Hub<T, L> {
             random: Box::new(OsRandom),
             clock: None,
             encode: BytesMut::with_capacity(ENCODE_BUFFER_BYTES),
-            sessions_issued: 0,
-            id_base,
+            sessions,
             stats: Stats::default(),
         }
     }
@@ -282,15 +287,15 @@ impl<T, L> Hub<T, L> {
             encode_error_raw(&mut frame, ErrorCode::ServerFull as u16, b"the server is at its connection limit");
             return Err((io, frame.freeze()));
         }
-        self.sessions_issued += 1;
         let session = Session::new(
-            self.id_base + self.sessions_issued,
+            self.sessions.next_id(),
             now,
             self.config.timeouts,
             FrameDecoder::new(FRAME_BODY_BYTES_MAX),
             LineSplitter::new(LINE_BYTES_MAX),
         )
-        .with_tokens(self.config.tokens.clone());
+        .with_tokens(self.config.tokens.clone())
+        .with_id_epoch(self.config.id_epoch);
         self.stats.connections_opened += 1;
         let session_id = session.session_id();
         let key = self.conns.insert(Conn {
@@ -447,6 +452,41 @@ impl<T, L> Hub<T, L> {
         for key in keys {
             self.close(key, ErrorCode::ShuttingDown, "the server is stopping", now);
         }
+    }
+
+    /// Panics if the hub's tables disagree: the router's and presence's own invariants, our
+    /// members in presence exactly the router's, closing connections in no room, a connection
+    /// flagged for flushing listed, one waiting for `JOINED` waited for, every awaited ack on a
+    /// live link. O(everything): for simulations and fuzz checks after every step, not servers.
+    pub fn check_invariants(&self) {
+        self.router.check_invariants();
+        self.presence.check_invariants();
+        let mut router_members = 0;
+        for room in self.router.room_names() {
+            let members = self.router.members(room).unwrap_or(&[]);
+            router_members += members.len();
+            let mut routed: Vec<u64> = members.iter().map(|m| self.conns[m.conn].session.session_id()).collect();
+            let mut present: Vec<u64> = self
+                .presence
+                .members(room)
+                .filter(|e| e.origin == crate::presence::Origin::Local)
+                .map(|e| e.session_id)
+                .collect();
+            routed.sort_unstable();
+            present.sort_unstable();
+            assert_eq!(routed, present, "room {room:?}: members and local presence differ");
+        }
+        let local_entries = self.presence.entries().filter(|(_, e)| e.origin == crate::presence::Origin::Local).count();
+        assert_eq!(local_entries, router_members, "local presence entries in rooms without members");
+        for (key, conn) in &self.conns {
+            if conn.is_closing() {
+                assert_eq!(self.router.rooms_of(key), 0, "closing connection {key} is in a room");
+            }
+            if conn.flush_queued {
+                assert!(self.to_flush.contains(&key), "connection {key} flagged for flushing but not listed");
+            }
+        }
+        self.check_link_invariants();
     }
 
     /// Connections with bytes queued since the last call: flush each once.

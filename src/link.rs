@@ -7,6 +7,7 @@
 //! the only difference it knows is the link's [`LinkClass`], which decides what may be relayed.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -130,6 +131,9 @@ pub struct Link<L> {
     pub(crate) last_queued: Instant,
     /// (when, data bytes queued in all by then), one per timer tick while data waits.
     lag_samples: std::collections::VecDeque<(Instant, u64)>,
+    /// The socket address of a node link's peer, as the kernel reports it (never what the peer
+    /// claims): log lines name a link by it. `None` between cores.
+    pub(crate) remote: Option<SocketAddr>,
     decoder: FrameDecoder,
 }
 
@@ -151,6 +155,7 @@ impl<L> Link<L> {
             last_heard: now,
             last_queued: now,
             lag_samples: std::collections::VecDeque::new(),
+            remote: None,
             decoder: FrameDecoder::default(),
         }
     }
@@ -196,6 +201,11 @@ impl<L> Link<L> {
     /// The node id the peer said hello with, if it did.
     pub fn peer_node_id(&self) -> Option<u16> {
         self.hello.as_ref().map(|h| h.node_id)
+    }
+
+    /// The peer's socket address, for a node link whose reactor knew it.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.remote
     }
 
     /// The cluster address the peer announced, if it is a node that said hello.

@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use crate::error::ErrorCode;
 
@@ -37,8 +39,10 @@ pub struct Snapshot {
     pub slow_consumers: u64,
     /// `ERROR` frames sent, by code, in [`ErrorCode::ALL`] order.
     pub errors: [u64; ErrorCode::ALL.len()],
-    /// Peer links up.
-    pub links_up: u64,
+    /// Links to sibling cores up (said hello).
+    pub core_links_up: u64,
+    /// Links to other nodes up (proved the cluster secret; links in their handshake not counted).
+    pub node_links_up: u64,
     /// Peer links down.
     pub links_down: u64,
     /// Publishes forwarded to peers.
@@ -53,6 +57,18 @@ pub struct Snapshot {
     pub flush_queue_depth: u64,
     /// Bytes queued on peer links at the end of the last turn.
     pub link_queued_bytes: u64,
+    /// Every authenticated node link: when it last received bytes (gateway only).
+    pub node_links: Vec<NodeLinkHeard>,
+}
+
+/// One node link's freshness: a scrape shows the seconds since `last_heard`, so a blackholed
+/// peer is visible before the silence limit cuts its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLinkHeard {
+    /// The node at the other end.
+    pub node_id: u16,
+    /// When the link last received bytes.
+    pub last_heard: Instant,
 }
 
 macro_rules! metric_fields {
@@ -62,15 +78,25 @@ macro_rules! metric_fields {
         pub struct ReactorMetrics {
             $($field: AtomicU64,)*
             errors: [AtomicU64; ErrorCode::ALL.len()],
+            /// A list, unlike the counters: one lock per turn, uncontended but for scrapes.
+            node_links: Mutex<Vec<NodeLinkHeard>>,
         }
 
         impl ReactorMetrics {
-            /// Stores a turn's numbers (relaxed: a scrape may mix two adjacent turns).
+            /// Stores a turn's numbers (relaxed: a scrape may mix two adjacent turns); the node
+            /// links come from [`ReactorMetrics::publish_node_links`].
             pub fn publish(&self, s: &Snapshot) {
                 $(self.$field.store(s.$field, Ordering::Relaxed);)*
                 for (slot, value) in self.errors.iter().zip(s.errors) {
                     slot.store(value, Ordering::Relaxed);
                 }
+            }
+
+            /// Stores a turn's node links in place (no allocation once the list has grown).
+            pub fn publish_node_links(&self, links: impl Iterator<Item = NodeLinkHeard>) {
+                let mut stored = self.node_links.lock().unwrap_or_else(|p| p.into_inner());
+                stored.clear();
+                stored.extend(links);
             }
 
             /// Reads the numbers back.
@@ -79,6 +105,7 @@ macro_rules! metric_fields {
                 for (value, slot) in s.errors.iter_mut().zip(&self.errors) {
                     *value = slot.load(Ordering::Relaxed);
                 }
+                s.node_links = self.node_links.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 s
             }
         }
@@ -94,7 +121,8 @@ metric_fields!(
     bytes_in,
     bytes_out,
     slow_consumers,
-    links_up,
+    core_links_up,
+    node_links_up,
     links_down,
     forwards_sent,
     forwards_received,
@@ -107,10 +135,11 @@ metric_fields!(
 /// A metric family: name, type, help text, and how to read it from a snapshot.
 type Family = (&'static str, &'static str, &'static str, fn(&Snapshot) -> u64);
 
-/// Renders every reactor's numbers in the Prometheus text format, labelled by core.
-pub fn render(reactors: &[Snapshot]) -> String {
+/// Renders every reactor's numbers in the Prometheus text format, labelled by core; node links'
+/// ages are taken at `now`.
+pub fn render(reactors: &[Snapshot], now: Instant) -> String {
     let mut out = String::new();
-    let families: [Family; 16] = [
+    let families: [Family; 17] = [
         ("fanout_connections", "gauge", "Client connections held.", |s| s.connections),
         ("fanout_rooms", "gauge", "Rooms with at least one local member.", |s| s.rooms),
         ("fanout_connections_opened_total", "counter", "Client connections accepted.", |s| s.connections_opened),
@@ -119,7 +148,8 @@ pub fn render(reactors: &[Snapshot]) -> String {
         ("fanout_bytes_in_total", "counter", "Bytes read from clients.", |s| s.bytes_in),
         ("fanout_bytes_out_total", "counter", "Bytes written to clients.", |s| s.bytes_out),
         ("fanout_slow_consumers_total", "counter", "Clients cut as slow consumers.", |s| s.slow_consumers),
-        ("fanout_peer_links_up", "gauge", "Peer links up.", |s| s.links_up),
+        ("fanout_core_links_up", "gauge", "Links to sibling cores up.", |s| s.core_links_up),
+        ("fanout_node_links_up", "gauge", "Links to other nodes up (authenticated).", |s| s.node_links_up),
         ("fanout_peer_links_down", "gauge", "Peer links down.", |s| s.links_down),
         ("fanout_forwards_sent_total", "counter", "Publishes forwarded to peers.", |s| s.forwards_sent),
         ("fanout_forwards_received_total", "counter", "Publishes received from peers.", |s| s.forwards_received),
@@ -139,6 +169,18 @@ pub fn render(reactors: &[Snapshot]) -> String {
     for (core, s) in reactors.iter().enumerate() {
         for (code, count) in ErrorCode::ALL.iter().zip(s.errors) {
             let _ = writeln!(out, "{name}{{core=\"{core}\",code=\"{}\"}} {count}", code.name());
+        }
+    }
+    let name = "fanout_node_link_last_received_seconds";
+    let _ = writeln!(out, "# HELP {name} Seconds since a node link last received bytes.\n# TYPE {name} gauge");
+    for (core, s) in reactors.iter().enumerate() {
+        let mut links = s.node_links.clone();
+        // One series per node: the freshest link, should two links to one node be up at once.
+        links.sort_by_key(|l| (l.node_id, std::cmp::Reverse(l.last_heard)));
+        links.dedup_by_key(|l| l.node_id);
+        for link in links {
+            let age = now.saturating_duration_since(link.last_heard).as_secs_f64();
+            let _ = writeln!(out, "{name}{{core=\"{core}\",node=\"{}\"}} {age:.3}", link.node_id);
         }
     }
     out
@@ -223,8 +265,12 @@ mod tests {
         let mut s = Snapshot { connections: 3, messages_out: 42, ..Snapshot::default() };
         s.errors[0] = 2;
         a.publish(&s);
-        let text = render(&[a.read(), Snapshot::default()]);
+        let now = Instant::now();
+        a.publish_node_links([NodeLinkHeard { node_id: 2, last_heard: now }].into_iter());
+        let text = render(&[a.read(), Snapshot::default()], now + std::time::Duration::from_millis(1500));
         assert!(text.contains("fanout_connections{core=\"0\"} 3\n"));
+        assert!(text.contains("fanout_node_link_last_received_seconds{core=\"0\",node=\"2\"} 1.500\n"), "{text}");
+        assert!(text.contains("fanout_node_links_up{core=\"1\"} 0\n"));
         assert!(text.contains("fanout_connections{core=\"1\"} 0\n"));
         assert!(text.contains("fanout_messages_out_total{core=\"0\"} 42\n"));
         assert!(text.contains("fanout_errors_total{core=\"0\",code=\"MALFORMED_FRAME\"} 2\n"));

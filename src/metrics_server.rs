@@ -62,7 +62,7 @@ impl MetricsEndpoint {
             return self.accept(registry, now);
         }
         let key = token.0 - METRICS_TOKEN_BASE;
-        if self.scrapes.contains(key) && self.progress(registry, key) {
+        if self.scrapes.contains(key) && self.progress(registry, key, now) {
             self.drop_scrape(registry, key);
         }
     }
@@ -99,8 +99,8 @@ impl MetricsEndpoint {
         }
     }
 
-    /// Reads the request or writes the answer; true when the scrape is done.
-    fn progress(&mut self, registry: &Registry, key: usize) -> bool {
+    /// Reads the request or writes the answer (ages as of `now`); true when the scrape is done.
+    fn progress(&mut self, registry: &Registry, key: usize, now: Instant) -> bool {
         let scrape = &mut self.scrapes[key];
         if scrape.answer.is_empty() {
             let mut chunk = [0u8; 1024];
@@ -120,7 +120,7 @@ impl MetricsEndpoint {
                 HttpRequest::Incomplete => return false,
                 HttpRequest::Get(path) if path == "/metrics" => {
                     let snapshots: Vec<_> = self.reactors.iter().map(|r| r.read()).collect();
-                    response("200 OK", "text/plain; version=0.0.4", &render(&snapshots))
+                    response("200 OK", "text/plain; version=0.0.4", &render(&snapshots, now))
                 }
                 HttpRequest::Get(_) => response("404 Not Found", "text/plain", "try /metrics\n"),
                 HttpRequest::Bad => response("400 Bad Request", "text/plain", "bad request\n"),

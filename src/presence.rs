@@ -163,16 +163,21 @@ impl Presence {
     }
 
     fn debug_assert_invariants(&self) {
-        if !cfg!(test) {
-            return;
+        if cfg!(test) {
+            self.check_invariants();
         }
+    }
+
+    /// Panics if the table disagrees with itself (counts, indexes, no empty room). O(entries):
+    /// for tests, simulations and fuzz checks.
+    pub fn check_invariants(&self) {
         let total: usize = self.rooms.values().map(|m| m.by_order.len()).sum();
-        debug_assert_eq!(total, self.entries);
+        assert_eq!(total, self.entries);
         for members in self.rooms.values() {
-            debug_assert!(!members.by_order.is_empty(), "empty rooms are removed");
-            debug_assert_eq!(members.by_order.len(), members.order_of.len(), "one index entry per member");
+            assert!(!members.by_order.is_empty(), "empty rooms are removed");
+            assert_eq!(members.by_order.len(), members.order_of.len(), "one index entry per member");
             for (session_id, order) in &members.order_of {
-                debug_assert_eq!(members.by_order.get(order).map(|e| e.session_id), Some(*session_id));
+                assert_eq!(members.by_order.get(order).map(|e| e.session_id), Some(*session_id));
             }
         }
     }

@@ -434,9 +434,10 @@ impl Reactor {
 
     /// Stores this turn's numbers where the metrics endpoint reads them.
     fn publish_metrics(&mut self) {
+        use crate::link::LinkClass;
+        use crate::metrics::NodeLinkHeard;
         self.counters.loop_turns += 1;
         let stats = self.hub.stats();
-        let (links_up, links_down) = self.hub.links_up_down();
         self.metrics.publish(&Snapshot {
             connections: self.hub.len() as u64,
             rooms: self.hub.room_count() as u64,
@@ -447,15 +448,19 @@ impl Reactor {
             bytes_out: self.counters.bytes_out,
             slow_consumers: stats.slow_consumers,
             errors: stats.errors,
-            links_up: links_up as u64,
-            links_down: links_down as u64,
+            core_links_up: self.hub.links_up(LinkClass::Sibling) as u64,
+            node_links_up: self.hub.links_up(LinkClass::Node) as u64,
+            links_down: self.hub.links_down() as u64,
             forwards_sent: stats.forwards_sent,
             forwards_received: stats.forwards_received,
             forwards_dropped: stats.forwards_dropped,
             loop_turns: self.counters.loop_turns,
             flush_queue_depth: self.counters.flushed_last_turn,
             link_queued_bytes: self.hub.link_queued_bytes() as u64,
+            node_links: Vec::new(),
         });
+        let node_links = self.hub.node_links_last_heard();
+        self.metrics.publish_node_links(node_links.map(|(node_id, last_heard)| NodeLinkHeard { node_id, last_heard }));
     }
 
     /// This reactor's published metrics, for the reactor that serves them.

@@ -71,6 +71,51 @@ pub struct Delivery<'a> {
     pub members: &'a [Member],
 }
 
+/// Bits of the per-core counter at the bottom of session and stream ids (node 16, core 8 above).
+pub const ID_COUNTER_BITS: u32 = 40;
+
+/// The counter part of an id.
+const ID_COUNTER_MASK: u64 = (1 << ID_COUNTER_BITS) - 1;
+
+/// Hands out one core's ids (sessions or streams): `base | counter`, the 40-bit counter counting
+/// up from the process's `epoch` (its start time in microseconds), so a restarted process does
+/// not repeat the ids of the one before it. The counter wraps within its 40 bits (never into the
+/// core or node bits) and skips 0, so an id is never 0.
+#[derive(Debug, Clone)]
+pub struct IdIssuer {
+    base: u64,
+    epoch: u64,
+    issued: u64,
+}
+
+impl IdIssuer {
+    /// Ids `base | (epoch + 1)`, `base | (epoch + 2)`, … modulo 2^40; `base` has its low 40 bits
+    /// clear, `epoch` is taken modulo 2^40.
+    pub fn new(base: u64, epoch: u64) -> Self {
+        debug_assert_eq!(base & ID_COUNTER_MASK, 0, "the id base leaves the counter's 40 bits clear");
+        Self { base, epoch: epoch & ID_COUNTER_MASK, issued: 0 }
+    }
+
+    /// The next id.
+    pub fn next_id(&mut self) -> u64 {
+        loop {
+            self.issued += 1;
+            let counter = self.epoch.wrapping_add(self.issued) & ID_COUNTER_MASK;
+            if counter != 0 {
+                let id = self.base | counter;
+                debug_assert_eq!(id & !ID_COUNTER_MASK, self.base, "an id's counter stays in its 40 bits");
+                return id;
+            }
+        }
+    }
+}
+
+/// How many ids after `epoch` (modulo 2^40) the counter of `id` is: 1 for a process's first id.
+/// Line mode uses it for short guest names.
+pub fn id_number(id: u64, epoch: u64) -> u64 {
+    (id & ID_COUNTER_MASK).wrapping_sub(epoch) & ID_COUNTER_MASK
+}
+
 /// Room membership for one reactor.
 #[derive(Debug)]
 pub struct Router {
@@ -79,22 +124,20 @@ pub struct Router {
     /// Indexed by connection key; slab keys are dense, so a vector beats a map.
     memberships: Vec<Vec<Membership>>,
     rooms_per_connection_max: usize,
-    stream_base: u64,
-    streams_issued: u64,
+    streams: IdIssuer,
 }
 
 impl Router {
     /// A router whose stream ids are `stream_base + 1, + 2, …` and that lets a connection be in
     /// at most `rooms_per_connection_max` rooms.
     pub fn new(stream_base: u64, rooms_per_connection_max: usize) -> Self {
-        Self {
-            by_name: HashMap::new(),
-            rooms: Slab::new(),
-            memberships: Vec::new(),
-            rooms_per_connection_max,
-            stream_base,
-            streams_issued: 0,
-        }
+        let streams = IdIssuer::new(stream_base & !ID_COUNTER_MASK, stream_base & ID_COUNTER_MASK);
+        Self::with_stream_ids(streams, rooms_per_connection_max)
+    }
+
+    /// A router whose stream ids come from `streams` (see [`IdIssuer`]: unique across restarts).
+    pub fn with_stream_ids(streams: IdIssuer, rooms_per_connection_max: usize) -> Self {
+        Self { by_name: HashMap::new(), rooms: Slab::new(), memberships: Vec::new(), rooms_per_connection_max, streams }
     }
 
     /// Adds `conn` to `room`, creating the room if it is new.
@@ -120,8 +163,7 @@ impl Router {
             id
         });
         self.rooms[id].members.push(Member { conn, receives: !send_only, watches: false });
-        self.streams_issued += 1;
-        let stream = self.stream_base + self.streams_issued;
+        let stream = self.streams.next_id();
         self.memberships[conn].push(Membership { room: id, stream, last_seq: 0, send_only });
         self.debug_assert_invariants();
         Ok(Change { room_edge: existing.is_none() })
@@ -251,30 +293,35 @@ impl Router {
         None
     }
 
-    /// Names of every room, for announcing them to a new peer.
+    /// Names of every room (the hub cross-checks them against presence).
     pub fn room_names(&self) -> impl Iterator<Item = &Bytes> {
         self.rooms.iter().map(|(_, room)| &room.name)
     }
 
     fn debug_assert_invariants(&self) {
         // O(members): run in unit tests, not in debug servers holding thousands of members.
-        if !cfg!(test) {
-            return;
+        if cfg!(test) {
+            self.check_invariants();
         }
-        debug_assert_eq!(self.by_name.len(), self.rooms.len());
+    }
+
+    /// Panics if the tables disagree (every member has one membership, no empty room, watcher
+    /// counts right). O(members): for tests, simulations and fuzz checks, after every step.
+    pub fn check_invariants(&self) {
+        assert_eq!(self.by_name.len(), self.rooms.len());
         let mut total = 0;
         for (conn, list) in self.memberships.iter().enumerate() {
-            debug_assert!(list.len() <= self.rooms_per_connection_max);
+            assert!(list.len() <= self.rooms_per_connection_max);
             for m in list {
-                debug_assert!(self.rooms[m.room].members.iter().any(|x| x.conn == conn));
+                assert!(self.rooms[m.room].members.iter().any(|x| x.conn == conn));
             }
             total += list.len();
         }
         let members: usize = self.rooms.iter().map(|(_, r)| r.members.len()).sum();
-        debug_assert_eq!(total, members, "every member has exactly one membership");
+        assert_eq!(total, members, "every member has exactly one membership");
         for (_, room) in &self.rooms {
-            debug_assert!(!room.members.is_empty(), "empty rooms are removed");
-            debug_assert_eq!(room.watchers, room.members.iter().filter(|m| m.watches).count());
+            assert!(!room.members.is_empty(), "empty rooms are removed");
+            assert_eq!(room.watchers, room.members.iter().filter(|m| m.watches).count());
         }
     }
 }

@@ -10,8 +10,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cluster::default_node_id;
+use crate::codec::peer::is_valid_cluster_addr;
 use crate::config::ServerConfig;
 use crate::hub::{Gateway, MAX_CORE_ID};
 use crate::mailbox::MailLink;
@@ -47,6 +49,11 @@ impl Server {
                     Some(advertised) => advertised.clone(),
                     None => listener.local_addr()?.to_string(),
                 };
+                // Peers refuse a link whose LINK_HELLO carries anything else: say so at start-up.
+                if !is_valid_cluster_addr(own.as_bytes()) {
+                    let text = format!("--cluster-advertise {own:?} must be IP:port or dns.name:port");
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, text));
+                }
                 let node_id = cluster.node_id.unwrap_or_else(|| default_node_id(&own));
                 Some((listener, own, node_id))
             }
@@ -60,12 +67,17 @@ impl Server {
             refuse_taken_address(config.listen)?;
         }
         let stop = Arc::new(AtomicBool::new(false));
+        // Clustered ids must stay unique across restarts (a surviving node's receivers see the
+        // ids of a restarted one); a lone server's die with all its connections, and it counts
+        // from 1, as the worked example of protocol.md shows.
+        let id_epoch = if config.cluster.is_some() { id_epoch_now() } else { 0 };
         let mut reactors: Vec<Reactor> = Vec::with_capacity(threads);
         let mut listen_on = config.listen;
         for core in 0..threads {
             let mut core_config = config.clone();
             core_config.listen = listen_on;
             core_config.hub.core_id = core as u16;
+            core_config.hub.id_epoch = id_epoch;
             if let Some((_, _, node_id)) = &cluster {
                 core_config.hub.node_id = *node_id;
             }
@@ -138,4 +150,11 @@ impl Server {
         }
         result
     }
+}
+
+/// Where this process's session and stream id counters start: the wall clock in microseconds
+/// (the hub takes it modulo 2^40). A restarted node starts above every id its previous life
+/// handed out, as long as that life issued fewer than one id per microsecond on average.
+fn id_epoch_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64)
 }

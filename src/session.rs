@@ -156,6 +156,8 @@ pub struct Session {
     pings_sent: u64,
     timeouts: Timeouts,
     session_id: u64,
+    /// Where the process's id counter started, so the guest name counts from 1 (see [`guest_name`]).
+    id_epoch: u64,
     tokens: Option<Tokens>,
     /// Line mode: the room typed lines go to.
     line_room: Option<Bytes>,
@@ -180,10 +182,18 @@ impl Session {
             pings_sent: 0,
             timeouts,
             session_id,
+            id_epoch: 0,
             tokens: None,
             line_room: None,
             line_by_silence: false,
         }
+    }
+
+    /// Tells the session where its process's id counter started (`HubConfig::id_epoch`), so a
+    /// guest name stays short: `guest7`, not a 13-digit counter.
+    pub fn with_id_epoch(mut self, id_epoch: u64) -> Self {
+        self.id_epoch = id_epoch;
+        self
     }
 
     /// Requires one of `tokens` in `HELLO`; line mode, which cannot send one, is refused.
@@ -243,7 +253,7 @@ impl Session {
             return Err(Fault::new(ErrorCode::Unauthorized, "this server needs a token: use a binary client"));
         }
         self.ready = true;
-        self.name = Bytes::from(guest_name(self.session_id));
+        self.name = Bytes::from(guest_name(self.session_id, self.id_epoch));
         self.line_room = Some(Bytes::from_static(DEFAULT_ROOM.as_bytes()));
         Ok(Some(Request::LineStart))
     }
@@ -408,11 +418,13 @@ impl Session {
     }
 }
 
-/// The name a line-mode client starts with: `guest` and the session's counter, then its core
-/// (`-core`) on a multi-core server, or its node and core (`-node.core`) in a cluster, so that it
-/// is unique in the cluster and short where there is only one core.
-pub fn guest_name(session_id: u64) -> String {
-    let (node, core, counter) = (session_id >> 48, (session_id >> 40) & 0xFF, session_id & ((1 << 40) - 1));
+/// The name a line-mode client starts with: `guest` and the session's number on its core since
+/// the process started (its id's counter relative to `id_epoch`), then its core (`-core`) on a
+/// multi-core server, or its node and core (`-node.core`) in a cluster, so that it is unique in
+/// the cluster while the process runs and short where there is only one core.
+pub fn guest_name(session_id: u64, id_epoch: u64) -> String {
+    let (node, core) = (session_id >> 48, (session_id >> 40) & 0xFF);
+    let counter = crate::router::id_number(session_id, id_epoch);
     match (node, core) {
         (0, 0) => format!("guest{counter}"),
         (0, core) => format!("guest{counter}-{core}"),

@@ -302,3 +302,47 @@ fn a_second_node_with_a_taken_id_is_refused() {
     assert!(!a.server.log_text().contains("to node 2 is down"), "the real node 2 was dropped");
     drop(impostor);
 }
+
+#[test]
+fn a_forged_cluster_address_is_refused_and_never_logged_raw() {
+    use fanout::codec::peer::{LinkHello, PeerFrame, MAC_BYTES};
+    use std::io::{Read, Write};
+
+    let secret = secret_file("forged", "s");
+    let a = Node::start(&secret, 1, &[], &[]);
+    // An unauthenticated stranger whose "cluster address" carries a log line of its own, then a
+    // LINK_AUTH with a made-up MAC (the refusal of a wrong secret used to print the address too).
+    let forged = "FORGED fanout::hub::peers: node link 9 up: node 7 at 10.6.6.6:7500";
+    let mut frames = bytes::BytesMut::new();
+    PeerFrame::Hello(LinkHello {
+        version: 1,
+        node_id: 7,
+        core_id: 0,
+        instance: 1,
+        nonce: [0; 16],
+        cluster_addr: format!("127.0.0.1:1\n{forged}").into(),
+    })
+    .encode(&mut frames);
+    PeerFrame::Auth([0; MAC_BYTES]).encode(&mut frames);
+    let mut stream = std::net::TcpStream::connect(a.cluster).expect("connect to the cluster port");
+    let ours = stream.local_addr().expect("our address");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.write_all(&frames).unwrap();
+    // The node closes the link; read until it does.
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the node neither refused nor closed: {e}"),
+        }
+    }
+    // The link's "closed before it was up" line comes after its refusal and whatever it printed.
+    a.server.wait_for_log(" closed before it was up", IO_TIMEOUT).expect("the link goes down");
+    let text = a.server.log_text();
+    assert!(!text.lines().any(|l| l.starts_with("FORGED")), "a forged log line:\n{text}");
+    let refusal = text.lines().find(|l| l.contains("refusing")).expect("the stranger is refused");
+    assert!(refusal.contains("node link ") && refusal.contains(&format!("({ours})")), "{refusal}");
+    assert!(refusal.contains("\\nFORGED"), "the address is shown escaped: {refusal}");
+}

@@ -18,6 +18,8 @@ mod line_splitter;
 mod metrics_http;
 #[path = "../fuzz/checks/peer_frame.rs"]
 mod peer_frame;
+#[path = "../fuzz/checks/peer_link.rs"]
+mod peer_link;
 #[path = "../fuzz/checks/session.rs"]
 mod session;
 
@@ -76,6 +78,11 @@ fn metrics_http_corpus_passes_its_check() {
 }
 
 #[test]
+fn peer_link_corpus_passes_its_check() {
+    assert!(replay("peer_link", peer_link::check) > 0);
+}
+
+#[test]
 fn session_corpus_passes_its_check() {
     assert!(replay("session", session::check) > 0);
 }
@@ -84,7 +91,7 @@ fn session_corpus_passes_its_check() {
 /// added without its seeds being checked on stable.
 #[test]
 fn every_fuzz_target_has_a_replayed_corpus() {
-    let replayed = ["client_frame", "line_splitter", "metrics_http", "peer_frame", "session"];
+    let replayed = ["client_frame", "line_splitter", "metrics_http", "peer_frame", "peer_link", "session"];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("fuzz_targets");
     let mut targets: Vec<String> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))

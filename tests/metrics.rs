@@ -71,7 +71,8 @@ fn counters_match_the_traffic_and_bad_requests_get_400() {
     assert_eq!(value(body, "fanout_errors_total{core=\"0\",code=\"UNKNOWN_FRAME_TYPE\"}"), 1);
     assert_eq!(value(body, "fanout_errors_total{core=\"0\",code=\"SLOW_CONSUMER\"}"), 0);
     assert_eq!(value(body, "fanout_slow_consumers_total{core=\"0\"}"), 0);
-    assert_eq!(value(body, "fanout_peer_links_up{core=\"0\"}"), 0);
+    assert_eq!(value(body, "fanout_core_links_up{core=\"0\"}"), 0);
+    assert_eq!(value(body, "fanout_node_links_up{core=\"0\"}"), 0);
     assert!(value(body, "fanout_loop_turns_total{core=\"0\"}") > 0);
     assert!(value(body, "fanout_bytes_out_total{core=\"0\"}") > 10 * 10);
 
@@ -82,4 +83,58 @@ fn counters_match_the_traffic_and_bad_requests_get_400() {
     let oversize = [b'a'; 9000];
     assert!(http(metrics, &oversize).starts_with("HTTP/1.1 400 Bad Request\r\n"));
     assert!(http(metrics, b"GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 Not Found\r\n"));
+}
+
+/// Where a clustered node accepts node links, from its log.
+fn cluster_addr(server: &Server) -> SocketAddr {
+    let needle = "accepting node links on ";
+    let line = server.wait_for_log(needle, IO_TIMEOUT).expect("the node announces its cluster address");
+    line[line.find(needle).expect("the needle") + needle.len()..].trim().parse().expect("a cluster address")
+}
+
+fn scrape(metrics: SocketAddr) -> String {
+    let response = http(metrics, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    response[response.find("\r\n\r\n").expect("a head") + 4..].to_string()
+}
+
+#[test]
+fn half_open_connections_to_the_cluster_port_are_not_links_up() {
+    const STRANGERS: usize = 200;
+    let dir = std::env::temp_dir().join(format!("fanout-metrics-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "metrics secret").expect("write the secret");
+    let secret = secret.display().to_string();
+    let cluster = ["--threads", "2", "--cluster-listen", "127.0.0.1:0", "--cluster-secret-file", &secret];
+    let one = Server::start(&[&cluster[..], &["--node-id", "1", "--metrics", "127.0.0.1:0"]].concat());
+    let one_cluster = cluster_addr(&one).to_string();
+    let two = Server::start(&[&cluster[..], &["--node-id", "2", "--peer", &one_cluster]].concat());
+    one.wait_for_log(" up: node 2 ", IO_TIMEOUT).expect("node 1 links to node 2");
+    two.wait_for_log(" up: node 1 ", IO_TIMEOUT).expect("node 2 links to node 1");
+
+    // Connections that never send a byte: links in their handshake until its 5 s timeout (as many
+    // as the node takes; it closes the rest at accept).
+    let accepts = |server: &Server| server.log_text().lines().filter(|l| l.contains("node connection from")).count();
+    let before = accepts(&one);
+    let strangers: Vec<TcpStream> = (0..STRANGERS)
+        .map(|_| TcpStream::connect(one_cluster.as_str()).expect("connect to the cluster port"))
+        .collect();
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while accepts(&one) < before + STRANGERS {
+        assert!(std::time::Instant::now() < deadline, "node 1 did not accept {STRANGERS} connections");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = scrape(metrics_addr(&one));
+    assert_eq!(value(&body, "fanout_node_links_up{core=\"0\"}"), 1, "only the real link:\n{body}");
+    assert_eq!(value(&body, "fanout_node_links_up{core=\"1\"}"), 0, "node links live on the gateway");
+    assert_eq!(value(&body, "fanout_core_links_up{core=\"0\"}"), 1, "core 0 to core 1");
+    assert_eq!(value(&body, "fanout_core_links_up{core=\"1\"}"), 1, "core 1 to core 0");
+    let series = "fanout_node_link_last_received_seconds{core=\"0\",node=\"2\"}";
+    let line = body.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in:\n{body}"));
+    let age: f64 = line[series.len() + 1..].parse().expect("seconds");
+    // Keepalive pings a link silent for 0.5 s, so a live link hears something well within 3 s.
+    assert!((0.0..3.0).contains(&age), "node 2 last heard {age} s ago");
+    assert_eq!(body.matches("fanout_node_link_last_received_seconds{").count(), 1, "one series per node link:\n{body}");
+    drop(strangers);
 }

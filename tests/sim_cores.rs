@@ -734,6 +734,9 @@ fn run_schedule(seed: u64) -> usize {
             let echo = rng.chance(1, 4);
             sim.add_client(hub, echo);
         }
+        for hub in &sim.hubs {
+            hub.check_invariants();
+        }
     }
     sim.settle();
     sim.check_final();

@@ -21,7 +21,7 @@
 //! a drained connection that gets bytes queued is in the hub's flush list. The harness runs the
 //! hub with a 4 KiB output limit, so a client that stops reading reaches it in a few steps.
 //!
-//! The limits hold too: a binary connection without `WELCOME` once the handshake timeout has
+//! The hub's own tables agree after every step (`Hub::check_invariants`). The limits hold too: a binary connection without `WELCOME` once the handshake timeout has
 //! passed has had its fatal error (`TIMEOUT`, or an earlier one), and so has one that let the
 //! ping timeout pass after a `PING` without sending a byte; no connection is ever in more rooms
 //! than the per-connection limit, and `TOO_MANY_ROOMS` comes exactly when it is at that limit.
@@ -321,6 +321,7 @@ pub fn check(data: &[u8]) {
             }
             check_timeouts(peer, now, &timeouts);
         }
+        hub.check_invariants();
         hub.take_finished(&mut keys);
         for key in keys.drain(..) {
             if hub.remove(key).is_some() {

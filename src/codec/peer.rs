@@ -222,6 +222,51 @@ impl PeerFrame {
     }
 }
 
+/// Longest DNS name a cluster address may carry (RFC 1035), before its `:port`.
+const DNS_NAME_BYTES_MAX: usize = 253;
+
+/// Longest label of a DNS name.
+const DNS_LABEL_BYTES_MAX: usize = 63;
+
+/// Whether a cluster address from a peer (`LINK_HELLO.cluster_addr`, a `NODES` entry) is fit to
+/// be stored, gossiped, dialed and logged: `IP:port` (`[v6]:port` for IPv6) or `dns.name:port`,
+/// with a port from 1 to 65535. Everything else — spaces, control bytes, newlines, non-ASCII,
+/// other punctuation — is refused, so a peer cannot write its own log lines.
+pub fn is_valid_cluster_addr(addr: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(addr) else {
+        return false;
+    };
+    if text.is_empty() || text.len() > usize::from(u8::MAX) || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
+        return socket.port() != 0;
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok =
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0);
+    port_ok && is_dns_name(host)
+}
+
+/// Letters, digits and inner hyphens in dot-separated labels of 1 to 63 bytes.
+fn is_dns_name(host: &str) -> bool {
+    (1..=DNS_NAME_BYTES_MAX).contains(&host.len())
+        && host.split('.').all(|label| {
+            (1..=DNS_LABEL_BYTES_MAX).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Peer-supplied bytes made safe for one log line: in quotes, printable ASCII as is, and
+/// newlines, control bytes, quotes, backslashes and non-ASCII bytes escaped (`\n`, `\x1b`).
+pub fn quoted(text: &[u8]) -> String {
+    format!("\"{}\"", text.escape_ascii())
+}
+
 /// Appends an `INTEREST` frame.
 pub fn encode_interest(dst: &mut BytesMut, add: bool, token: u64, room: &[u8]) {
     put_header(dst, peer_type::INTEREST, 9 + room.len());
@@ -334,6 +379,47 @@ mod tests {
             let raw = RawFrame { kind, body: Bytes::copy_from_slice(body) };
             assert!(matches!(PeerFrame::parse(raw), Err(DecodeError::Malformed(_))), "type {kind:#x} {body:?}");
         }
+    }
+
+    #[test]
+    fn cluster_addresses_must_be_host_and_port() {
+        // The longest that fits LINK_HELLO's u8 length: a 250-byte name and a port.
+        let long_name = format!("{}:7500", ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(58)].join("."));
+        assert_eq!(long_name.len(), 255);
+        assert!(!is_valid_cluster_addr(format!("e{long_name}").as_bytes()), "256 bytes");
+        for good in ["127.0.0.1:7500", "[::1]:7500", "node-2.example.org:7500", "localhost:1", &long_name] {
+            assert!(is_valid_cluster_addr(good.as_bytes()), "{good}");
+        }
+        let bad: [&[u8]; 17] = [
+            b"",
+            b"127.0.0.1",
+            b"127.0.0.1:0",
+            b"127.0.0.1:65536",
+            b"127.0.0.1:+80",
+            b"host:",
+            b":7500",
+            b"::1:7500",
+            b"127.0.0.1:1\nERROR fanout: forged",
+            b"127.0.0.1:1\r",
+            b"a b:7500",
+            b"under_score:7500",
+            b"-leading.example:7500",
+            b"double..dot:7500",
+            b"\xc3\xa9t\xc3\xa9:7500",
+            b"\"quoted\":7500",
+            b"\x1b[31mred:7500",
+        ];
+        for bad in bad {
+            assert!(!is_valid_cluster_addr(bad), "{}", quoted(bad));
+        }
+    }
+
+    #[test]
+    fn quoted_peer_text_stays_on_one_line() {
+        let forged = b"1.2.3.4:5\nERROR fanout: node 9 \"up\"\x1b[0m\xff";
+        let shown = quoted(forged);
+        assert_eq!(shown, r#""1.2.3.4:5\nERROR fanout: node 9 \"up\"\x1b[0m\xff""#);
+        assert!(shown.bytes().all(|b| b.is_ascii_graphic() || b == b' '), "{shown}");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! * A new announcement is acknowledged by every peer it went to; `JOINED` waits for those acks,
 //!   and a gateway acknowledges a relayed announcement only once its own peers have.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -18,7 +20,9 @@ use bytes::{Bytes, BytesMut};
 use super::{encode_frame, Fanout, Hub};
 use crate::cluster::{check_link_proof, link_proof, LINK_HANDSHAKE_TIMEOUT, LINK_PING_INTERVAL, LINK_SILENCE_MAX};
 use crate::codec::peer::{encode_forward, encode_interest, message_body, name_and_payload, peer_type};
-use crate::codec::peer::{LinkHello, PeerFrame, LINK_VERSION, NODES_PER_FRAME_MAX, NONCE_BYTES};
+use crate::codec::peer::{
+    is_valid_cluster_addr, quoted, LinkHello, PeerFrame, LINK_VERSION, NODES_PER_FRAME_MAX, NONCE_BYTES,
+};
 use crate::codec::{encode_nonce, frame_type, put_header};
 use crate::interest::PeerId;
 use crate::limits::{HEADER_BYTES, INTEREST_ACK_WAIT_MAX, LINK_OUTPUT_BYTES_MAX, NODE_LINK_LAG_MAX};
@@ -73,6 +77,28 @@ impl PendingInterest {
     }
 }
 
+/// How log lines name a link: a node link by its socket's address as the kernel reports it
+/// (`node link 3 (127.0.0.1:40312)`), never by what the peer claims; a sibling as `peer link 1`.
+#[derive(Debug, Clone, Copy)]
+struct LinkName {
+    peer: PeerId,
+    class: LinkClass,
+    remote: Option<SocketAddr>,
+}
+
+impl fmt::Display for LinkName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.class {
+            LinkClass::Sibling => "peer link",
+            LinkClass::Node => "node link",
+        };
+        match self.remote {
+            Some(remote) => write!(f, "{kind} {} ({remote})", self.peer),
+            None => write!(f, "{kind} {}", self.peer),
+        }
+    }
+}
+
 impl<T, L> Hub<T, L> {
     /// Makes this hub its node's gateway: it will take node links and relay for its siblings.
     pub fn set_gateway(&mut self, gateway: Gateway) {
@@ -84,10 +110,18 @@ impl<T, L> Hub<T, L> {
         self.open_link(io, LinkClass::Sibling, false, now)
     }
 
-    /// Adds a link to another node (dialed by us, or accepted); it carries nothing until the
-    /// peer has proved the cluster secret.
-    pub fn add_node_link(&mut self, io: L, dialed: bool, now: Instant) -> PeerId {
-        self.open_link(io, LinkClass::Node, dialed, now)
+    /// Adds a link to another node (dialed by us, or accepted) whose socket reaches `remote`
+    /// (named in its log lines); it carries nothing until the peer has proved the cluster secret.
+    pub fn add_node_link(&mut self, io: L, dialed: bool, remote: Option<SocketAddr>, now: Instant) -> PeerId {
+        let peer = self.open_link(io, LinkClass::Node, dialed, now);
+        self.links[peer].remote = remote;
+        peer
+    }
+
+    /// The link as log lines name it.
+    fn link_name(&self, peer: PeerId) -> LinkName {
+        let (class, remote) = self.links.get(peer).map_or((LinkClass::Node, None), |l| (l.class, l.remote));
+        LinkName { peer, class, remote }
     }
 
     fn open_link(&mut self, io: L, class: LinkClass, dialed: bool, now: Instant) -> PeerId {
@@ -133,10 +167,24 @@ impl<T, L> Hub<T, L> {
         self.links.len()
     }
 
-    /// Peer links up (or opening) and down.
-    pub fn links_up_down(&self) -> (usize, usize) {
-        let down = self.links.iter().filter(|(_, l)| l.state == LinkState::Down).count();
-        (self.links.len() - down, down)
+    /// Links of `class` that are up: siblings that said hello, nodes that proved the cluster
+    /// secret. A node link still in its handshake is not counted: anyone can open one.
+    pub fn links_up(&self, class: LinkClass) -> usize {
+        self.links.iter().filter(|(_, l)| l.class == class && matches!(l.state, LinkState::Up { .. })).count()
+    }
+
+    /// Links that went down and are not yet removed.
+    pub fn links_down(&self) -> usize {
+        self.links.iter().filter(|(_, l)| l.state == LinkState::Down).count()
+    }
+
+    /// (node id, when its link last received bytes) of every authenticated node link: how
+    /// stale a link is before its silence limit cuts it (a blackholed peer shows here first).
+    pub fn node_links_last_heard(&self) -> impl Iterator<Item = (u16, Instant)> + '_ {
+        self.links.iter().filter(|(_, l)| l.class == LinkClass::Node).filter_map(|(_, l)| match l.state {
+            LinkState::Up { node_id, .. } => Some((node_id, l.last_heard)),
+            _ => None,
+        })
     }
 
     /// Bytes queued on all peer links.
@@ -211,13 +259,40 @@ impl<T, L> Hub<T, L> {
                 Ok(Some(frame)) => self.apply_peer(peer, frame, now),
                 Ok(None) => break,
                 Err(e) => {
-                    log::error!("peer link {peer} sent a bad frame: {e}; dropping the link");
+                    log::error!("{} sent a bad frame: {e}; dropping the link", self.link_name(peer));
                     self.link_down(peer, now);
                     break;
                 }
             }
         }
         self.run_unpaused(now);
+    }
+
+    /// The links' part of [`Hub::check_invariants`].
+    pub(super) fn check_link_invariants(&self) {
+        for (key, conn) in &self.conns {
+            if conn.awaiting_joined && !conn.is_closing() {
+                let sid = conn.session_id();
+                let waited = self
+                    .pending
+                    .values()
+                    .any(|p| p.waiters.iter().any(|w| matches!(w, Waiter::Conn(k, s) if *k == key && *s == sid)));
+                assert!(waited, "connection {key} waits for a JOINED nobody will send");
+            }
+        }
+        for (room, pending) in &self.pending {
+            assert!(!pending.awaiting.is_empty(), "room {room:?}: a pending announcement with nothing awaited");
+            for (peer, ..) in &pending.awaiting {
+                let live = self.links.get(*peer).is_some_and(|l| l.state != LinkState::Down);
+                assert!(live, "room {room:?}: an ack awaited from link {peer}, which is down or gone");
+            }
+        }
+        for (room, entry) in self.presence.entries() {
+            if let crate::presence::Origin::Peer(peer) = entry.origin {
+                let live = self.links.get(peer).is_some_and(|l| l.state != LinkState::Down);
+                assert!(live, "room {room:?}: a presence entry from link {peer}, which is down or gone");
+            }
+        }
     }
 
     /// Handles the input that waited behind released `JOIN`s, in release order. Called at the
@@ -243,11 +318,13 @@ impl<T, L> Hub<T, L> {
         if link.state == LinkState::Down {
             return;
         }
+        let name = LinkName { peer, class: link.class, remote: link.remote };
         match link.state {
             LinkState::Up { node_id, .. } if link.class == LinkClass::Node => {
-                log::warn!("node link {peer} to node {node_id} is down");
+                log::warn!("{name} to node {node_id} is down");
             }
-            _ => log::info!("peer link {peer} is down"),
+            _ if link.class == LinkClass::Node => log::info!("{name} closed before it was up"),
+            _ => log::info!("{name} is down"),
         }
         link.state = LinkState::Down;
         link.queues.clear();
@@ -279,10 +356,11 @@ impl<T, L> Hub<T, L> {
             PeerFrame::Ping(nonce) => self.send_to_peer(peer, |dst| encode_nonce(dst, frame_type::PONG, nonce)),
             PeerFrame::Pong(_) => {}
             _ if !authenticated => {
-                log::error!("node link {peer} sent traffic before proving the cluster secret; dropping it");
+                let name = self.link_name(peer);
+                log::error!("{name} sent traffic before proving the cluster secret; dropping it");
                 self.link_down(peer, now);
             }
-            PeerFrame::Nodes(nodes) => self.on_nodes(nodes),
+            PeerFrame::Nodes(nodes) => self.on_nodes(peer, nodes),
             PeerFrame::Interest { add, token, room } => {
                 if add {
                     self.interest.add(peer, &room);
@@ -305,8 +383,9 @@ impl<T, L> Hub<T, L> {
     }
 
     fn on_hello(&mut self, peer: PeerId, hello: LinkHello, now: Instant) {
+        let name = self.link_name(peer);
         if hello.version != LINK_VERSION {
-            log::error!("peer link {peer} speaks link version {}, we speak {LINK_VERSION}; refusing it", hello.version);
+            log::error!("{name} speaks link version {}, we speak {LINK_VERSION}; refusing it", hello.version);
             return self.link_down(peer, now);
         }
         let link = &self.links[peer];
@@ -317,13 +396,20 @@ impl<T, L> Hub<T, L> {
             return;
         }
         let Some((secret, instance)) = self.gateway.as_ref().map(|g| (g.secret.clone(), g.instance)) else {
-            log::error!("node link {peer} on a core that is not a gateway; dropping it");
+            log::error!("{name} on a core that is not a gateway; dropping it");
             return self.link_down(peer, now);
         };
+        // Checked before anything is stored, gossiped or logged: the peer is not authenticated,
+        // and its address is text of its choosing.
+        if !is_valid_cluster_addr(&hello.cluster_addr) {
+            let addr = quoted(&hello.cluster_addr);
+            log::error!("refusing {name}: its cluster address {addr} is not host:port");
+            return self.link_down(peer, now);
+        }
         let addr = String::from_utf8_lossy(&hello.cluster_addr).into_owned();
         if hello.node_id == self.config.node_id {
             if hello.instance != instance {
-                log::error!("refusing the node at {addr}: it uses our node id {}", hello.node_id);
+                log::error!("refusing {name} (at {addr}): it uses our node id {}", hello.node_id);
             }
             return self.link_down(peer, now);
         }
@@ -338,7 +424,7 @@ impl<T, L> Hub<T, L> {
         if let Some((other, other_link)) = twin {
             let other_hello = other_link.hello.as_ref().map(|h| h.instance);
             if other_hello != Some(hello.instance) {
-                log::error!("refusing the node at {addr}: node id {} is already used by another node", hello.node_id);
+                log::error!("refusing {name} (at {addr}): node id {} is already used by another node", hello.node_id);
                 return self.link_down(peer, now);
             }
             // Two links to the same node. A working link always stays (a redial that reached an
@@ -361,17 +447,19 @@ impl<T, L> Hub<T, L> {
     }
 
     fn on_auth(&mut self, peer: PeerId, proof: &[u8], now: Instant) {
+        let name = self.link_name(peer);
         let (Some(gateway), Some(hello)) = (&self.gateway, &self.links[peer].hello) else {
-            log::error!("peer link {peer} sent LINK_AUTH out of turn; dropping it");
+            log::error!("{name} sent LINK_AUTH out of turn; dropping it");
             return self.link_down(peer, now);
         };
+        // Checked by on_hello before the hello was stored.
         let addr = String::from_utf8_lossy(&hello.cluster_addr).into_owned();
         let (node_id, core_id) = (hello.node_id, hello.core_id);
         if !check_link_proof(&gateway.secret, &self.links[peer].nonce, node_id, proof) {
-            log::error!("refusing the node at {addr} (node {node_id}): wrong cluster secret");
+            log::error!("refusing {name} (node {node_id} at {addr}): wrong cluster secret");
             return self.link_down(peer, now);
         }
-        log::info!("node link {peer} up: node {node_id} at {addr}");
+        log::info!("{name} up: node {node_id} at {addr}");
         self.links[peer].state = LinkState::Up { node_id, core_id };
         self.sync_announcements(peer);
         self.sync_presence(peer);
@@ -404,10 +492,20 @@ impl<T, L> Hub<T, L> {
         }
     }
 
-    fn on_nodes(&mut self, nodes: Vec<(u16, Bytes)>) {
+    /// Gossip from an authenticated node: nodes to dial, each address checked like a
+    /// `LINK_HELLO`'s before it is dialed (a bad one is logged escaped and skipped).
+    fn on_nodes(&mut self, peer: PeerId, nodes: Vec<(u16, Bytes)>) {
         for (node_id, addr) in nodes {
+            if node_id == self.config.node_id || addr.is_empty() {
+                continue;
+            }
+            if !is_valid_cluster_addr(&addr) {
+                let (name, addr) = (self.link_name(peer), quoted(&addr));
+                log::warn!("{name} gossiped node {node_id} at {addr}, which is not host:port; not dialing it");
+                continue;
+            }
             let linked = self.links.iter().any(|(_, l)| l.hello.as_ref().is_some_and(|h| h.node_id == node_id));
-            if node_id != self.config.node_id && !linked && !addr.is_empty() {
+            if !linked {
                 let addr = String::from_utf8_lossy(&addr).into_owned();
                 self.learned_nodes.push(super::NodeAddress { node_id, addr });
             }
@@ -579,7 +677,7 @@ impl<T, L> Hub<T, L> {
             }
         }
         for peer in too_slow {
-            log::warn!("node link {peer} is over its queue limit; dropping it");
+            log::warn!("{} is over its queue limit; dropping it", self.link_name(peer));
             self.link_down(peer, now);
         }
     }
@@ -613,15 +711,16 @@ impl<T, L> Hub<T, L> {
             if link.class != LinkClass::Node || link.state == LinkState::Down {
                 continue;
             }
+            let name = LinkName { peer, class: link.class, remote: link.remote };
             let silent = now.saturating_duration_since(link.last_heard);
             let opening = link.state == LinkState::Opening;
             if opening && now.saturating_duration_since(link.opened_at) > LINK_HANDSHAKE_TIMEOUT {
-                log::warn!("node link {peer} did not finish its handshake in time");
+                log::warn!("{name} did not finish its handshake in time");
                 down.push(peer);
                 continue;
             }
             if silent > LINK_SILENCE_MAX {
-                log::warn!("node link {peer} has been silent for {silent:?}");
+                log::warn!("{name} has been silent for {silent:?}");
                 down.push(peer);
                 continue;
             }
@@ -631,7 +730,7 @@ impl<T, L> Hub<T, L> {
             let lag = link.data_lag(now);
             if lag > NODE_LINK_LAG_MAX {
                 // A slow peer (grey failure): cut rather than let its messages grow late.
-                log::warn!("node link {peer} is {lag:?} behind; dropping it");
+                log::warn!("{name} is {lag:?} behind; dropping it");
                 self.stats.node_links_too_slow += 1;
                 down.push(peer);
             } else if now.saturating_duration_since(link.last_queued) >= LINK_PING_INTERVAL {
@@ -658,7 +757,8 @@ impl<T, L> Hub<T, L> {
             }
         }
         for (peer, token) in expired {
-            log::warn!("peer link {peer} did not acknowledge interest within {INTEREST_ACK_WAIT_MAX:?}; not waiting");
+            let name = self.link_name(peer);
+            log::warn!("{name} did not acknowledge interest within {INTEREST_ACK_WAIT_MAX:?}; not waiting");
             self.stats.interest_acks_timed_out += 1;
             self.acked(peer, token);
         }

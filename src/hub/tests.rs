@@ -166,6 +166,59 @@ fn welcome_carries_node_and_core_and_cluster_unique_session_ids() {
     assert_eq!(drain(&mut hub, a), vec![ServerFrame::Welcome(want)]);
 }
 
+/// Session ids of two clients and the stream id one of them publishes on, from a hub of node 2,
+/// core 1 whose process started at `id_epoch`.
+fn ids_of_a_fresh_hub(id_epoch: u64, now: Instant) -> (u64, u64, u64) {
+    let mut hub = hub_with(|c| {
+        c.node_id = 2;
+        c.core_id = 1;
+        c.id_epoch = id_epoch;
+    });
+    let a = member(&mut hub, "alice", &["r"], now);
+    let b = member(&mut hub, "bob", &["r"], now);
+    send(&mut hub, a, &publish("r", b"x"), now);
+    let stream = match &drain(&mut hub, b)[..] {
+        [ServerFrame::Message(m)] => m.stream,
+        other => panic!("expected one MESSAGE, got {other:?}"),
+    };
+    (hub.conn_mut(a).unwrap().session_id(), hub.conn_mut(b).unwrap().session_id(), stream)
+}
+
+#[test]
+fn a_restarted_hub_hands_out_new_session_and_stream_ids() {
+    let now = Instant::now();
+    // The same node and core, before and after a restart 5 ms later (epochs in microseconds).
+    let (alice, bob, stream) = ids_of_a_fresh_hub(1_000_000, now);
+    let (alice2, bob2, stream2) = ids_of_a_fresh_hub(1_005_000, now);
+    let old = [alice, bob, stream];
+    for id in [alice2, bob2, stream2] {
+        assert!(!old.contains(&id), "id {id:#x} of the new life was handed out before: {old:x?}");
+    }
+    for id in [alice, bob, stream, alice2, bob2, stream2] {
+        assert_eq!(id >> 40, (2 << 8) | 1, "id {id:#x} keeps its node and core");
+    }
+    // A counter that wraps stays in its 40 bits and skips 0.
+    let (alice, bob, stream) = ids_of_a_fresh_hub((1 << 40) - 2, now);
+    assert_eq!(
+        [alice, bob, stream],
+        [(2 << 48) | (1 << 40) | 0xFF_FFFF_FFFF, (2 << 48) | (1 << 40) | 1, (2 << 48) | (1 << 40) | 0xFF_FFFF_FFFF]
+    );
+}
+
+#[test]
+fn guest_names_count_from_the_process_epoch() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| {
+        c.node_id = 2;
+        c.core_id = 1;
+        c.id_epoch = 1_764_650_000_123_456; // a wall clock in microseconds
+    });
+    let line = hub.open((), now).unwrap();
+    send(&mut hub, line, b"hi\n", now);
+    let greeting = String::from_utf8(drain_bytes(&mut hub, line)).unwrap();
+    assert!(greeting.starts_with("* welcome guest1-2.1: "), "{greeting:?}");
+}
+
 #[test]
 fn worked_example_of_the_protocol_byte_for_byte() {
     let now = Instant::now();
@@ -305,7 +358,7 @@ fn line_mode_clients_chat_with_binary_clients_in_the_lobby() {
     let mut hub = hub();
     let a = member(&mut hub, "alice", &["lobby"], now);
     let line = hub.open((), now).unwrap();
-    let guest = crate::session::guest_name(hub.conn_mut(line).unwrap().session_id());
+    let guest = crate::session::guest_name(hub.conn_mut(line).unwrap().session_id(), 0);
     send(&mut hub, line, b"hello there\r\n\n", now);
     assert_eq!(drain(&mut hub, a), vec![message(2, 1, "lobby", &guest, b"hello there")]);
     let greeting = format!("* welcome {guest}: you are in lobby with 1 other; type to chat, /help for commands\n");
@@ -317,7 +370,7 @@ fn line_mode_clients_chat_with_binary_clients_in_the_lobby() {
     // Two line clients: each sees the other's lines, never its own.
     let other = hub.open((), now).unwrap();
     send(&mut hub, other, b"hi\n", now);
-    let other_name = crate::session::guest_name(hub.conn_mut(other).unwrap().session_id());
+    let other_name = crate::session::guest_name(hub.conn_mut(other).unwrap().session_id(), 0);
     assert_eq!(drain_bytes(&mut hub, line), format!("* {other_name} joined\n{other_name}: hi\n").as_bytes());
     assert!(drain_bytes(&mut hub, other).starts_with(b"* welcome "), "a greeting, no echo");
 }
@@ -613,4 +666,96 @@ fn a_client_that_never_reads_its_replies_is_a_slow_consumer_too() {
     assert_eq!(sent, pongs_to_cut, "cut by the PONG that passed the limit");
     assert_eq!(error_codes(&drain(&mut hub, pinger)), vec![error(ErrorCode::SlowConsumer)]);
     assert_eq!(hub.stats().slow_consumers, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node links: what an unauthenticated peer can make the hub store, log and count
+// ---------------------------------------------------------------------------------------------
+
+const CLUSTER_SECRET: &[u8] = b"the cluster secret";
+
+/// The gateway of node 1.
+fn gateway_hub() -> Hub<()> {
+    let mut hub = hub_with(|c| c.node_id = 1);
+    hub.set_gateway(Gateway { secret: CLUSTER_SECRET.to_vec(), cluster_addr: "127.0.0.1:7501".into(), instance: 11 });
+    hub
+}
+
+fn link_hello(node_id: u16, cluster_addr: &str) -> crate::codec::peer::PeerFrame {
+    crate::codec::peer::PeerFrame::Hello(crate::codec::peer::LinkHello {
+        version: crate::codec::peer::LINK_VERSION,
+        node_id,
+        core_id: 0,
+        instance: u64::from(node_id),
+        nonce: [node_id as u8; crate::codec::peer::NONCE_BYTES],
+        cluster_addr: Bytes::copy_from_slice(cluster_addr.as_bytes()),
+    })
+}
+
+/// Hands `frame` to the hub as if it arrived on `peer`.
+fn link_receives(hub: &mut Hub<()>, peer: PeerId, frame: &crate::codec::peer::PeerFrame, now: Instant) {
+    let mut bytes = BytesMut::new();
+    frame.encode(&mut bytes);
+    hub.link_mut(peer).unwrap().input.extend_from_slice(&bytes);
+    hub.handle_link_input(peer, now);
+}
+
+/// A node link from `node_id` that said hello and proved the secret.
+fn authenticated_link(hub: &mut Hub<()>, node_id: u16, remote: &str, now: Instant) -> PeerId {
+    let peer = hub.add_node_link((), false, Some(remote.parse().unwrap()), now);
+    link_receives(hub, peer, &link_hello(node_id, &format!("127.0.0.1:{}", 7500 + node_id)), now);
+    let nonce = hub.link_mut(peer).unwrap().nonce;
+    let proof = crate::cluster::link_proof(CLUSTER_SECRET, &nonce, node_id);
+    link_receives(hub, peer, &crate::codec::peer::PeerFrame::Auth(proof), now);
+    assert!(matches!(hub.link_mut(peer).unwrap().state(), crate::link::LinkState::Up { .. }));
+    peer
+}
+
+#[test]
+fn a_link_hello_with_a_forged_cluster_address_is_refused_and_not_stored() {
+    let now = Instant::now();
+    let mut hub = gateway_hub();
+    let remote: std::net::SocketAddr = "127.0.0.1:40312".parse().unwrap();
+    let peer = hub.add_node_link((), false, Some(remote), now);
+    let forged = "127.0.0.1:1\nINFO  fanout::hub::peers: node link 9 up: node 7 at 10.6.6.6:7500";
+    link_receives(&mut hub, peer, &link_hello(7, forged), now);
+    let link = hub.link_mut(peer).unwrap();
+    assert_eq!(link.state(), crate::link::LinkState::Down, "refused at hello");
+    assert_eq!((link.peer_node_id(), link.peer_cluster_addr()), (None, None), "nothing of the hello is stored");
+    assert_eq!(link.remote(), Some(remote), "the link is known by its socket address");
+    let mut down = Vec::new();
+    hub.take_links_down(&mut down);
+    assert_eq!(down, vec![peer]);
+    assert!(hub.linked_node_addrs().is_empty() && hub.linked_node_ids().is_empty());
+}
+
+#[test]
+fn gossiped_addresses_that_are_not_host_and_port_are_not_dialed() {
+    let now = Instant::now();
+    let mut hub = gateway_hub();
+    let peer = authenticated_link(&mut hub, 2, "127.0.0.1:40313", now);
+    let nodes = [(3, "127.0.0.1:7503"), (4, "10.0.0.4:7504\nERROR forged"), (5, "bad host:1"), (6, ""), (7, "n7:0")];
+    let nodes = nodes.iter().map(|(id, addr)| (*id, Bytes::copy_from_slice(addr.as_bytes()))).collect();
+    link_receives(&mut hub, peer, &crate::codec::peer::PeerFrame::Nodes(nodes), now);
+    let mut learned = Vec::new();
+    hub.take_node_addresses(&mut learned);
+    assert_eq!(learned, vec![NodeAddress { node_id: 3, addr: "127.0.0.1:7503".into() }]);
+}
+
+#[test]
+fn only_authenticated_links_count_as_up() {
+    let now = Instant::now();
+    let mut hub = gateway_hub();
+    let real = authenticated_link(&mut hub, 2, "127.0.0.1:40313", now + MS);
+    // Connections to the cluster port that never say anything, or only hello.
+    for i in 0..5 {
+        hub.add_node_link((), false, Some(format!("127.0.0.1:{}", 50000 + i).parse().unwrap()), now);
+    }
+    let hello_only = hub.add_node_link((), false, None, now);
+    link_receives(&mut hub, hello_only, &link_hello(3, "127.0.0.1:7503"), now);
+    assert_eq!(hub.link_count(), 7);
+    assert_eq!((hub.links_up(crate::link::LinkClass::Node), hub.links_up(crate::link::LinkClass::Sibling)), (1, 0));
+    assert_eq!(hub.node_links_last_heard().collect::<Vec<_>>(), vec![(2, now + MS)]);
+    hub.link_down(real, now);
+    assert_eq!((hub.links_up(crate::link::LinkClass::Node), hub.links_down()), (0, 1));
 }

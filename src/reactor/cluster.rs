@@ -160,7 +160,8 @@ impl Reactor {
             log::debug!("TCP_NOTSENT_LOWAT on a node link: {e}");
         }
         let link = TcpLink { stream, wants_write: false, read_queued: false };
-        let peer = self.hub.add_node_link(LinkIo::Tcp(link), dialed, now);
+        let remote = link.stream.peer_addr().ok();
+        let peer = self.hub.add_node_link(LinkIo::Tcp(link), dialed, remote, now);
         let token = Token(LINK_TOKEN_BASE + peer);
         let link = self.hub.link_mut(peer)?;
         let LinkIo::Tcp(tcp) = &mut link.io else {

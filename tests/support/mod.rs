@@ -692,3 +692,36 @@ impl LineConn {
         let _ = self.writer.shutdown(std::net::Shutdown::Both);
     }
 }
+
+// ----- restarts: a server on a chosen client address -----
+
+impl Server {
+    /// Starts `fanout serve --listen <listen>` with `extra` flags and waits until it listens:
+    /// like [`Server::start`], but on a fixed address, so a test can restart a server where
+    /// its clients found it before.
+    pub fn start_listening_on(listen: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(["serve", "--listen", listen, "--log-level", "debug"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the fanout binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(LogBook::default());
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let drain = {
+            let log = log.clone();
+            thread::spawn(move || drain_stderr(stderr, &log, addr_tx))
+        };
+        let mut server = Self { child, addr: "127.0.0.1:1".parse().unwrap(), log, drain: Some(drain) };
+        match addr_rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => server.addr = addr,
+            Err(e) => panic!("server did not report `listening on` within {START_TIMEOUT:?} ({e}); log:\n{}", {
+                server.log_text()
+            }),
+        }
+        server
+    }
+}
