@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::backoff::Backoff;
 use crate::codec::peer::{MAC_BYTES, NONCE_BYTES};
 use crate::rng::Rng;
 
@@ -71,9 +72,8 @@ pub fn default_node_id(cluster_addr: &str) -> u16 {
     folded.max(1)
 }
 
-/// When to dial a node again: exponential backoff from [`REDIAL_DELAY_MIN`] to
-/// [`REDIAL_DELAY_MAX`], each delay shortened by a random part of up to half, so nodes that lost
-/// each other at once do not redial in lockstep.
+/// When to dial a node again: the shared [`Backoff`] from [`REDIAL_DELAY_MIN`] to
+/// [`REDIAL_DELAY_MAX`], so nodes that lost each other at once do not redial in lockstep.
 #[derive(Debug, Clone)]
 pub struct Redial {
     failures: u32,
@@ -88,10 +88,8 @@ impl Redial {
 
     /// A dial failed or a link went down at `now`: when to try next.
     pub fn failed(&mut self, now: Instant) -> Instant {
-        let base = REDIAL_DELAY_MIN.saturating_mul(1 << self.failures.min(16)).min(REDIAL_DELAY_MAX);
         self.failures = self.failures.saturating_add(1);
-        let jitter = base.mul_f64(self.rng.below(1000) as f64 / 2000.0);
-        now + base - jitter
+        now + Backoff { min: REDIAL_DELAY_MIN, max: REDIAL_DELAY_MAX }.delay(self.failures, &mut self.rng)
     }
 
     /// The link came up: the next failure starts from the shortest delay again.

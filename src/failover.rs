@@ -24,13 +24,14 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::client::{Client, ClientError, ClientOptions, Event, Sender};
 use crate::codec::{Members, RoomList, Welcome};
+use crate::rng::{OsRandom, RandomSource, Rng};
 
 /// Codes below this are fatal: the server closes the connection after the `ERROR`.
 const FIRST_REQUEST_ERROR_CODE: u16 = 256;
@@ -67,44 +68,10 @@ impl Default for ReconnectPolicy {
 }
 
 impl ReconnectPolicy {
-    /// The pause before retry number `retry` (1 = before the second attempt): the exponential
-    /// step, capped, of which a random half is kept ("equal jitter": between 50% and 100%).
-    pub fn backoff(&self, retry: u32, rng: &mut XorShift) -> Duration {
-        let step = self.initial_backoff.saturating_mul(1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX));
-        let step = u64::try_from(step.min(self.max_backoff).as_micros()).unwrap_or(u64::MAX);
-        let half = step / 2;
-        let jitter = rng.next_u64() % (step - half + 1);
-        Duration::from_micros(half + jitter)
-    }
-}
-
-/// A small xorshift64 generator for backoff jitter (not for anything that needs secrecy).
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator with a fixed seed (0 is replaced, since xorshift would stay at 0).
-    pub fn with_seed(seed: u64) -> Self {
-        Self(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
-    }
-
-    /// A generator seeded from the clock, the process id and a per-process counter.
-    pub fn from_entropy() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let seed = nanos ^ (u64::from(std::process::id()) << 32) ^ count.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Self::with_seed(seed)
-    }
-
-    /// The next pseudo-random number.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+    /// The pause before retry number `retry` (1 = before the second attempt): the shared
+    /// [`Backoff`] from `initial_backoff` to `max_backoff`.
+    pub fn backoff(&self, retry: u32, rng: &mut Rng) -> Duration {
+        Backoff { min: self.initial_backoff, max: self.max_backoff }.delay(retry, rng)
     }
 }
 
@@ -202,7 +169,7 @@ pub struct FailoverClient {
     name: String,
     options: ClientOptions,
     policy: ReconnectPolicy,
-    rng: XorShift,
+    rng: Rng,
     read_timeout: Option<Duration>,
     rooms: Vec<Membership>,
     conn: Option<Client>,
@@ -229,7 +196,7 @@ impl FailoverClient {
             name: name.to_string(),
             options: options.clone(),
             policy,
-            rng: XorShift::from_entropy(),
+            rng: Rng::new(OsRandom.next_u64()),
             read_timeout: None,
             rooms: Vec::new(),
             conn: None,
@@ -515,36 +482,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_within_jitter_and_caps() {
+    fn the_policy_backs_off_between_its_bounds() {
         let policy = ReconnectPolicy::default();
-        let mut rng = XorShift::with_seed(42);
-        for retry in 1..40 {
-            let step = Duration::from_millis(50).saturating_mul(1u32.checked_shl(retry - 1).unwrap_or(u32::MAX));
-            let step = step.min(Duration::from_secs(2));
-            for _ in 0..100 {
-                let pause = policy.backoff(retry, &mut rng);
-                assert!(pause >= step / 2 && pause <= step, "retry {retry}: {pause:?} outside {step:?}/2..={step:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn jitter_varies_and_zero_seed_is_replaced() {
-        let mut rng = XorShift::with_seed(0);
-        let first = rng.next_u64();
-        assert_ne!(first, 0);
-        assert_ne!(rng.next_u64(), first);
-        let policy = ReconnectPolicy::default();
-        let pauses: std::collections::HashSet<Duration> = (0..50).map(|_| policy.backoff(3, &mut rng)).collect();
-        assert!(pauses.len() > 10, "jitter should spread pauses, got {pauses:?}");
-    }
-
-    #[test]
-    fn zero_backoff_policy_never_divides_by_zero() {
-        let policy =
-            ReconnectPolicy { initial_backoff: Duration::ZERO, max_backoff: Duration::ZERO, ..Default::default() };
-        let mut rng = XorShift::from_entropy();
-        assert_eq!(policy.backoff(5, &mut rng), Duration::ZERO);
+        let mut rng = Rng::new(42);
+        assert!(policy.backoff(1, &mut rng) <= policy.initial_backoff);
+        assert!(policy.backoff(30, &mut rng) >= policy.max_backoff / 2);
+        assert!(policy.backoff(30, &mut rng) <= policy.max_backoff);
     }
 
     #[test]

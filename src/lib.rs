@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod backoff;
 pub mod bench;
 pub mod client;
 pub mod cluster;
