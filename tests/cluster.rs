@@ -5,76 +5,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fanout::client::{Client, ClientOptions, Event};
 use fanout::failover::{FailoverClient, FailoverEvent, ReconnectPolicy};
-use support::{connect_joined, Server};
+use support::cluster::{secret_file, Node, MESH_TIMEOUT};
+use support::connect_joined;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long links may take to form (dial, handshake, gossip, redial with backoff).
-const MESH_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn secret_file(name: &str, secret: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fanout-cluster-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, secret).expect("write the secret");
-    path
-}
-
-/// A node: a server started with cluster flags, and its cluster address from its log.
-struct Node {
-    server: Server,
-    cluster: SocketAddr,
-}
-
-impl Node {
-    fn start(secret: &Path, node_id: u16, peers: &[SocketAddr], extra: &[&str]) -> Node {
-        Self::start_on("127.0.0.1:0", secret, node_id, peers, extra)
-    }
-
-    fn start_on(cluster_listen: &str, secret: &Path, node_id: u16, peers: &[SocketAddr], extra: &[&str]) -> Node {
-        let mut args: Vec<String> = vec![
-            "--threads".into(),
-            "2".into(),
-            "--cluster-listen".into(),
-            cluster_listen.into(),
-            "--cluster-secret-file".into(),
-            secret.display().to_string(),
-            "--node-id".into(),
-            node_id.to_string(),
-        ];
-        for peer in peers {
-            args.push("--peer".into());
-            args.push(peer.to_string());
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = Server::start(&refs);
-        let line = server.wait_for_log("accepting node links on ", IO_TIMEOUT).expect("the node announces its address");
-        let at = line.find("accepting node links on ").unwrap() + "accepting node links on ".len();
-        let cluster = line[at..].trim().parse().expect("a cluster address");
-        Node { server, cluster }
-    }
-
-    /// Waits until the node's log shows `count` node links up in total.
-    fn wait_links_up(&self, count: usize) {
-        let deadline = Instant::now() + MESH_TIMEOUT;
-        loop {
-            let text = self.server.log_text();
-            let ups = text.lines().filter(|l| l.contains("node link") && l.contains(" up: node ")).count();
-            let downs = text.lines().filter(|l| l.contains("node link") && l.contains(" is down")).count();
-            if ups.saturating_sub(downs) >= count {
-                return;
-            }
-            assert!(Instant::now() < deadline, "node never had {count} links up; log:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// Publishes `count` numbered messages from every client while all read; returns what each got,
 /// by publisher name, in arrival order.
@@ -202,7 +140,7 @@ fn a_killed_node_leaves_the_others_chatting_and_rejoins_when_restarted() {
     let mut clients = connect_clients(&[&a, &b], 2, "r");
     exchange(&mut clients, "r", 100);
     // c comes back on the same address and id, with no peers given: the others redial it.
-    let c = Node::start_on(&c_cluster.to_string(), &secret, 3, &[], &[]);
+    let c = Node::start_with(2, &c_cluster.to_string(), &secret, 3, &[], &[]);
     c.wait_links_up(2);
     drop(clients);
     let mut clients = connect_clients(&[&a, &b, &c], 2, "r2");

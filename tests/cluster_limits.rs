@@ -18,24 +18,9 @@ const SILENT: usize = 200;
 const CLOSED_WITHIN: Duration = Duration::from_secs(1);
 
 fn node(secret: &std::path::Path, id: u16, peers: &[SocketAddr]) -> (Server, SocketAddr) {
-    let mut args = vec![
-        "--threads".to_string(),
-        "1".into(),
-        "--cluster-listen".into(),
-        "127.0.0.1:0".into(),
-        "--cluster-secret-file".into(),
-        secret.display().to_string(),
-        "--node-id".into(),
-        id.to_string(),
-    ];
-    for peer in peers {
-        args.extend(["--peer".to_string(), peer.to_string()]);
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start(&refs);
-    let line = server.wait_for_log("accepting node links on ", Duration::from_secs(10)).expect("a cluster address");
-    let at = line.find("accepting node links on ").expect("the prefix") + "accepting node links on ".len();
-    let addr = line[at..].trim().parse().expect("a cluster address");
+    let args = support::cluster::node_args(1, "127.0.0.1:0", secret, id, peers, &[]);
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = support::cluster::cluster_addr(&server);
     (server, addr)
 }
 
@@ -56,10 +41,7 @@ fn is_closed(conn: &mut TcpStream) -> bool {
 
 #[test]
 fn pending_node_handshakes_are_capped_and_a_real_node_still_links() {
-    let dir = std::env::temp_dir().join(format!("fanout-cluster-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let secret = dir.join("secret");
-    std::fs::write(&secret, "limits everywhere").expect("write the secret");
+    let secret = support::cluster::secret_file("limits", "limits everywhere");
     let (one, cluster) = node(&secret, 1, &[]);
 
     let opened = Instant::now();

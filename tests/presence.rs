@@ -6,22 +6,18 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fanout::client::{Client, Event};
 use fanout::codec::{MemberInfo, Members, PresenceEvent, PresenceKind, RoomList};
+use support::cluster::{secret_file, Node};
 use support::{assert_nothing_before_pong, connect, guest_location, who_line, LineConn, Server, IO_TIMEOUT};
 
 /// Most clients connected to find one on another core than the first (4 cores: the chance of
 /// missing is 4^-32).
 const OTHER_CORE_TRIES_MAX: usize = 32;
-
-/// How long node links may take to form (dial, handshake, gossip, redial with backoff).
-const MESH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A node link is declared down 3.0–3.2 s after its last byte (`protocol.md`, failures); a
 /// killed process usually resets its sockets at once, but the bound holds either way.
@@ -162,59 +158,11 @@ fn binary_clients_with_presence_see_members_joins_leaves_losses_and_renames_acro
 
 // ----- two nodes -----
 
-fn secret_file(name: &str, secret: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fanout-presence-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, secret).expect("write the secret");
-    path
-}
-
-/// A node: a two-core server started with cluster flags, and its cluster address from its log.
-struct Node {
-    server: Server,
-    cluster: SocketAddr,
-}
-
-impl Node {
-    fn start(cluster_listen: &str, secret: &Path, node_id: u16, peers: &[SocketAddr]) -> Node {
-        let mut args: Vec<String> =
-            ["--threads", "2", "--cluster-listen", cluster_listen, "--cluster-secret-file"].map(String::from).to_vec();
-        args.push(secret.display().to_string());
-        args.extend(["--node-id".to_string(), node_id.to_string()]);
-        for peer in peers {
-            args.extend(["--peer".to_string(), peer.to_string()]);
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = Server::start(&refs);
-        let needle = "accepting node links on ";
-        let line = server.wait_for_log(needle, IO_TIMEOUT).expect("the node announces its address");
-        let cluster = line[line.find(needle).unwrap() + needle.len()..].trim().parse().expect("a cluster address");
-        Node { server, cluster }
-    }
-
-    /// Waits until the node's log shows `count` node links up (ups minus downs).
-    fn wait_links_up(&self, count: usize) {
-        let deadline = Instant::now() + MESH_TIMEOUT;
-        loop {
-            let text = self.server.log_text();
-            let ups = text.lines().filter(|l| l.contains("node link") && l.contains(" up: node ")).count();
-            let downs = text.lines().filter(|l| l.contains("node link") && l.contains(" is down")).count();
-            if ups.saturating_sub(downs) >= count {
-                return;
-            }
-            assert!(Instant::now() < deadline, "node never had {count} links up; log:\n{text}");
-            // A bounded poll of the log: the link's state has no event a test can wait on.
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 #[test]
 fn members_of_another_node_appear_are_lost_when_it_dies_and_come_back_with_it() {
     let secret = secret_file("two-nodes", "presence secret");
-    let one = Node::start("127.0.0.1:0", &secret, 1, &[]);
-    let two = Node::start("127.0.0.1:0", &secret, 2, &[one.cluster]);
+    let one = Node::start(&secret, 1, &[], &[]);
+    let two = Node::start(&secret, 2, &[one.cluster], &[]);
     one.wait_links_up(1);
     two.wait_links_up(1);
 
@@ -258,7 +206,7 @@ fn members_of_another_node_appear_are_lost_when_it_dies_and_come_back_with_it() 
     poll_who(&mut asker, "lobby", &members("lobby", &[&w, &g]), "asker after the kill");
 
     // Node 2 comes back on its address and id; bob reconnects there and reappears.
-    let two = Node::start(&two_cluster.to_string(), &secret, 2, &[one.cluster]);
+    let two = Node::start_with(2, &two_cluster.to_string(), &secret, 2, &[one.cluster], &[]);
     two.wait_links_up(1);
     let mut bob_again = connect(two.server.addr(), "bob");
     bob_again.join("lobby").unwrap();

@@ -6,46 +6,21 @@ mod support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fanout::client::Client;
-use support::{connect, connect_joined, Server, IO_TIMEOUT};
-
-/// How long links may take to form (dial, handshake, redial with backoff).
-const MESH_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn secret_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fanout-restart-ids-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let path = dir.join("secret");
-    std::fs::write(&path, "restart secret").expect("write the secret");
-    path
-}
+use support::cluster::{cluster_addr, secret_file, MESH_TIMEOUT};
+use support::{connect, connect_joined, Server};
 
 /// Cluster flags for one single-core node (one core: every id comes from the same counter, so
 /// a reused id shows on every run, not only when the kernel picks the same core twice).
 fn node_args(cluster_listen: &str, secret: &Path, node_id: u16, peers: &[SocketAddr]) -> Vec<String> {
-    let mut args: Vec<String> = ["--threads", "1", "--cluster-listen", cluster_listen, "--cluster-secret-file"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.push(secret.display().to_string());
-    args.extend(["--node-id".to_string(), node_id.to_string()]);
-    for peer in peers {
-        args.extend(["--peer".to_string(), peer.to_string()]);
-    }
-    args
+    support::cluster::node_args(1, cluster_listen, secret, node_id, peers, &[])
 }
 
 fn refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
-}
-
-fn cluster_addr(server: &Server) -> SocketAddr {
-    let needle = "accepting node links on ";
-    let line = server.wait_for_log(needle, IO_TIMEOUT).expect("the node announces its cluster address");
-    line[line.find(needle).expect("the needle") + needle.len()..].trim().parse().expect("a cluster address")
 }
 
 /// Waits until `server`'s log shows a node link up to node `node_id`.
@@ -90,7 +65,7 @@ fn one_life(node2: &Server, receiver: &mut Client, seen: &mut HashSet<(u64, u64)
 
 #[test]
 fn a_restarted_node_hands_out_new_session_and_stream_ids() {
-    let secret = secret_file();
+    let secret = secret_file("restart", "restart secret");
     let node1 = Server::start(&refs(&node_args("127.0.0.1:0", &secret, 1, &[])));
     let cluster1 = cluster_addr(&node1);
     let node2 = Server::start(&refs(&node_args("127.0.0.1:0", &secret, 2, &[cluster1])));

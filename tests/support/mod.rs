@@ -9,6 +9,7 @@
 // Each test file compiles this module separately and uses only part of it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod proxy;
 pub mod rng;
 
@@ -723,5 +724,21 @@ impl Server {
             }),
         }
         server
+    }
+}
+
+// ----- operating: signals, and a server's log as it was written -----
+
+impl Server {
+    /// Sends `signal` (a name `kill` knows: HUP, USR2, ...) with the `kill` command.
+    pub fn signal(&self, signal: &str) {
+        let status =
+            Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed: {status}", self.pid());
+    }
+
+    /// How many log lines so far contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log.lines.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|l| l.contains(needle)).count()
     }
 }

@@ -1,0 +1,108 @@
+//! Nodes of a cluster for the loopback tests: a shared-secret file, a node started with the
+//! cluster flags (its cluster address read from its log), and waiting for its links. One setup
+//! for every multi-node test, so that each test says only what its cluster looks like.
+
+// Each test crate that includes `support` compiles this module; not all of them start nodes.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::Server;
+
+/// How long links may take to form (dial, handshake, gossip, redial with backoff).
+pub const MESH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What a node logs once its cluster listener is bound, followed by the address.
+const ACCEPTING: &str = "accepting node links on ";
+
+/// Writes `secret` to a file named `name` in a directory of this test process; returns its path.
+pub fn secret_file(name: &str, secret: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fanout-cluster-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, secret).expect("write the secret");
+    path
+}
+
+/// The serve flags of a node: `threads` reactors, cluster listener `cluster_listen`, the
+/// secret, `node_id`, a `--peer` per peer, then `extra`.
+pub fn node_args(
+    threads: usize,
+    cluster_listen: &str,
+    secret: &Path,
+    node_id: u16,
+    peers: &[SocketAddr],
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--threads".into(),
+        threads.to_string(),
+        "--cluster-listen".into(),
+        cluster_listen.into(),
+        "--cluster-secret-file".into(),
+        secret.display().to_string(),
+        "--node-id".into(),
+        node_id.to_string(),
+    ];
+    for peer in peers {
+        args.extend(["--peer".to_string(), peer.to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The cluster address `server` announced in its log.
+pub fn cluster_addr(server: &Server) -> SocketAddr {
+    let line = server.wait_for_log(ACCEPTING, Duration::from_secs(10)).expect("the node announces its address");
+    let at = line.find(ACCEPTING).expect("the prefix") + ACCEPTING.len();
+    line[at..].trim().parse().expect("a cluster address")
+}
+
+/// A running node: its server and where it accepts node links.
+pub struct Node {
+    /// The server process.
+    pub server: Server,
+    /// Its cluster listener.
+    pub cluster: SocketAddr,
+}
+
+impl Node {
+    /// A two-core node on a free cluster port.
+    pub fn start(secret: &Path, node_id: u16, peers: &[SocketAddr], extra: &[&str]) -> Node {
+        Self::start_with(2, "127.0.0.1:0", secret, node_id, peers, extra)
+    }
+
+    /// A node with `threads` reactors whose cluster listener is `cluster_listen`.
+    pub fn start_with(
+        threads: usize,
+        cluster_listen: &str,
+        secret: &Path,
+        node_id: u16,
+        peers: &[SocketAddr],
+        extra: &[&str],
+    ) -> Node {
+        let args = node_args(threads, cluster_listen, secret, node_id, peers, extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::start(&refs);
+        let cluster = cluster_addr(&server);
+        Node { server, cluster }
+    }
+
+    /// Waits until the node's log shows `count` node links up (ups minus downs).
+    pub fn wait_links_up(&self, count: usize) {
+        let deadline = Instant::now() + MESH_TIMEOUT;
+        loop {
+            let text = self.server.log_text();
+            let ups = text.lines().filter(|l| l.contains("node link") && l.contains(" up: node ")).count();
+            let downs = text.lines().filter(|l| l.contains("node link") && l.contains(" is down")).count();
+            if ups.saturating_sub(downs) >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node never had {count} links up; log:\n{text}");
+            // A bounded poll of the log: a link's state has no event a test can wait on.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
