@@ -1,7 +1,8 @@
 //! Runtime configuration of a server, validated once at start-up.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::hub::HubConfig;
@@ -26,6 +27,32 @@ pub struct ServerConfig {
     pub metrics: Option<SocketAddr>,
     /// Membership of a cluster, if this server is a node of one.
     pub cluster: Option<ClusterConfig>,
+    /// What SIGHUP runs (on the reactor that catches signals); without one, SIGHUP only logs.
+    pub reload: Option<ReloadHook>,
+}
+
+/// What SIGHUP runs: re-reads the files the server was started from and applies what may change
+/// while it runs. The embedder gives it (the `fanout` binary knows its flags and config file;
+/// the library does not), so the reactor only has to call it.
+#[derive(Clone)]
+pub struct ReloadHook(Arc<dyn Fn() + Send + Sync>);
+
+impl ReloadHook {
+    /// A hook that runs `reload` on every SIGHUP.
+    pub fn new(reload: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(reload))
+    }
+
+    /// Runs the reload (on the signal-catching reactor's thread: it should only read small files).
+    pub fn run(&self) {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for ReloadHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReloadHook")
+    }
 }
 
 /// How a node joins its cluster.
@@ -70,6 +97,54 @@ impl ClusterConfig {
         }
         Ok(bytes[..len].to_vec())
     }
+
+    /// The id of a node that tells other nodes to dial `advertised`: `node_id` if given, else
+    /// one derived from the advertised address. Refuses an unspecified host (`0.0.0.0`, `::`),
+    /// which no other node can dial, and requires `node_id` for a loopback one (`127.0.0.1`,
+    /// `::1`, `localhost`), which every host has and so names no node.
+    pub fn node_identity(advertised: &str, node_id: Option<u16>) -> Result<u16, ConfigError> {
+        let host = match advertised.parse::<SocketAddr>() {
+            Ok(addr) => Host::Ip(addr.ip()),
+            Err(_) => Host::Name(advertised.rsplit_once(':').map_or(advertised, |(host, _)| host)),
+        };
+        if host.is_unspecified() {
+            return Err(ConfigError(format!(
+                "this node would tell other nodes to dial {advertised}, which is no address they can \
+                 reach: give --cluster-advertise HOST:PORT (this node's address as other nodes see it) \
+                 or a specific --cluster-listen address"
+            )));
+        }
+        match node_id {
+            Some(id) => Ok(id),
+            None if host.is_loopback() => Err(ConfigError(format!(
+                "--node-id is required: this node advertises the loopback address {advertised}, which \
+                 every host has, so no node id can be derived from it"
+            ))),
+            None => Ok(crate::cluster::default_node_id(advertised)),
+        }
+    }
+}
+
+/// The host part of an advertised address.
+enum Host<'a> {
+    Ip(IpAddr),
+    Name(&'a str),
+}
+
+impl Host<'_> {
+    fn is_unspecified(&self) -> bool {
+        matches!(self, Host::Ip(ip) if ip.is_unspecified())
+    }
+
+    fn is_loopback(&self) -> bool {
+        match self {
+            Host::Ip(ip) => ip.is_loopback(),
+            Host::Name(name) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                name == "localhost" || name.ends_with(".localhost")
+            }
+        }
+    }
 }
 
 /// A configuration that cannot work, found before the server starts.
@@ -87,7 +162,7 @@ impl std::error::Error for ConfigError {}
 impl ServerConfig {
     /// The defaults, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
-        Self { listen, backlog: DEFAULT_BACKLOG, hub: HubConfig::default(), metrics: None, cluster: None }
+        Self { listen, backlog: DEFAULT_BACKLOG, hub: HubConfig::default(), metrics: None, cluster: None, reload: None }
     }
 
     /// Checks the relations between settings that the types cannot.
@@ -132,5 +207,31 @@ impl ServerConfig {
             shortest = shortest.min(crate::cluster::LINK_PING_INTERVAL);
         }
         (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_advertised_address_is_refused_naming_the_flag_that_fixes_it() {
+        for addr in ["0.0.0.0:7501", "[::]:7501"] {
+            let e = ClusterConfig::node_identity(addr, Some(1)).unwrap_err();
+            assert!(e.0.contains("--cluster-advertise") && e.0.contains(addr), "{e}");
+        }
+    }
+
+    #[test]
+    fn no_node_id_is_derived_from_a_loopback_address() {
+        for addr in ["127.0.0.1:7501", "[::1]:7501", "localhost:7501", "LOCALHOST.:7501", "a.localhost:1"] {
+            let e = ClusterConfig::node_identity(addr, None).unwrap_err();
+            assert!(e.0.contains("--node-id"), "{addr}: {e}");
+            assert_eq!(ClusterConfig::node_identity(addr, Some(3)), Ok(3));
+        }
+        let derived = ClusterConfig::node_identity("10.0.0.5:7501", None).unwrap();
+        assert_eq!(derived, crate::cluster::default_node_id("10.0.0.5:7501"));
+        let named = ClusterConfig::node_identity("fanout-0.fanout.default.svc:7501", None).unwrap();
+        assert_eq!(named, crate::cluster::default_node_id("fanout-0.fanout.default.svc:7501"));
     }
 }

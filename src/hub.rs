@@ -167,6 +167,9 @@ pub struct Conn<T> {
     watch_pending: bool,
     /// Line mode: the greeting went out.
     greeted: bool,
+    /// Where the connection comes from, for log lines: set by the reactor at accept (the hub
+    /// never touches a socket).
+    remote: Option<std::net::SocketAddr>,
 }
 
 impl<T> Conn<T> {
@@ -194,6 +197,38 @@ impl<T> Conn<T> {
     /// The connection's session id.
     pub fn session_id(&self) -> u64 {
         self.session.session_id()
+    }
+
+    /// Records the connection's remote address (the reactor, at accept), so that every log line
+    /// about the connection can name it.
+    pub fn set_remote(&mut self, remote: std::net::SocketAddr) {
+        self.remote = Some(remote);
+    }
+
+    /// Who the connection is, for log lines: `from ADDR` and, once known, `as NAME`.
+    pub fn label(&self) -> ConnLabel<'_> {
+        ConnLabel { remote: self.remote, name: self.session.name() }
+    }
+}
+
+/// A connection as log lines name it: its remote address and, once known, its user name
+/// (validated ASCII, escaped all the same: it came from the client).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLabel<'a> {
+    remote: Option<std::net::SocketAddr>,
+    name: &'a [u8],
+}
+
+impl std::fmt::Display for ConnLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.remote {
+            Some(remote) => write!(f, "from {remote}")?,
+            None => f.write_str("from an unknown address")?,
+        }
+        if !self.name.is_empty() {
+            write!(f, " as {}", self.name.escape_ascii())?;
+        }
+        Ok(())
     }
 }
 
@@ -308,6 +343,7 @@ impl<T, L> Hub<T, L> {
             awaiting_joined: false,
             watch_pending: false,
             greeted: false,
+            remote: None,
         });
         self.undecided.push_back((now + LINE_MODE_SILENCE, key, session_id));
         Ok(key)
@@ -672,11 +708,12 @@ impl<T, L> Hub<T, L> {
     /// Takes the connection out of every room, replaces its queue with one error, and lets it
     /// linger so the error can be read before the socket goes.
     fn close(&mut self, key: ConnKey, code: ErrorCode, text: &str, now: Instant) {
-        let session = self.conns[key].session.session_id();
+        let conn = &self.conns[key];
+        let (session, who) = (conn.session.session_id(), conn.label());
         if code == ErrorCode::ShuttingDown {
-            log::debug!("closing connection {key} (session {session}): {code}: {text}");
+            log::debug!("closing connection {key} {who} (session {session}): {code}: {text}");
         } else {
-            log::info!("closing connection {key} (session {session}): {code}: {text}");
+            log::info!("closing connection {key} {who} (session {session}): {code}: {text}");
         }
         self.stats.count_error(code);
         self.leave_all(key, PresenceKind::Lost);
@@ -740,6 +777,7 @@ impl<T, L> Hub<T, L> {
     }
 }
 
+pub mod introspect;
 mod line;
 mod peers;
 mod presence;

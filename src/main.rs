@@ -1,16 +1,29 @@
-//! The `fanout` command: `serve` runs the relay, `chat` is an interactive terminal client.
+//! The `fanout` command: `serve` runs the relay, `chat` is an interactive terminal client,
+//! `bench` a load generator; `completions` and `manpage` print what packagers install.
+//!
+//! `serve` takes its settings from flags and, with `--config FILE`, from a file whose keys are
+//! the flags ([`config_file`]): each file value becomes its flag's default, so a flag given on
+//! the command line wins. SIGHUP runs [`Reloader::reload`], which reads everything again the same
+//! way and applies what may change while the server runs.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use fanout::config::{ClusterConfig, ConfigError, ServerConfig, DEFAULT_LISTEN};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use fanout::auth::Tokens;
+use fanout::config::{ClusterConfig, ConfigError, ReloadHook, ServerConfig, DEFAULT_LISTEN};
 use fanout::limits;
+use fanout::logging::{self, LogFormat};
 use fanout::server::Server;
 use log::LevelFilter;
 
 mod chat;
+mod config_file;
 
 #[derive(Parser)]
 #[command(name = "fanout", version, about = "A chat relay server and its tools")]
@@ -27,10 +40,29 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Load-test a server (fanout, NATS or Redis pub/sub): throughput, latency, loss.
     Bench(fanout::bench::BenchArgs),
+    /// Print a shell completion script, e.g. `fanout completions bash > /etc/bash_completion.d/fanout`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into --dir.
+    Manpage {
+        /// Write fanout.1, fanout-serve.1, ... into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
 struct ServeArgs {
+    /// Read settings from FILE: `key = value` lines, keys named like the flags (max_connections =
+    /// 1000; peers = ["a:7501"]). Flags given here override it; SIGHUP reads it again.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the settings (flags, config file, token and secret files) and exit: 0 if they are valid.
+    #[arg(long)]
+    check_config: bool,
     /// Address to accept clients on.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
@@ -52,22 +84,26 @@ struct ServeArgs {
     /// Further silence after a ping before the client is closed, in milliseconds.
     #[arg(long, default_value_t = limits::PING_TIMEOUT.as_millis() as u64)]
     ping_timeout_ms: u64,
-    /// Require clients to present one of the tokens in this file (one per line) in HELLO.
+    /// Require clients to present one of the tokens in this file (one per line) in HELLO; SIGHUP
+    /// reads it again.
     #[arg(long)]
-    token_file: Option<std::path::PathBuf>,
+    token_file: Option<PathBuf>,
     /// Join a cluster: accept links from other nodes here (and tell them to dial it).
     #[arg(long)]
     cluster_listen: Option<SocketAddr>,
-    /// The address other nodes should dial to reach this one (default: --cluster-listen's).
+    /// The address other nodes should dial to reach this one (default: --cluster-listen's; needed
+    /// when that is 0.0.0.0 or ::).
     #[arg(long)]
     cluster_advertise: Option<String>,
-    /// A node of the cluster to dial (repeat for more); the rest are learned from it.
-    #[arg(long = "peer")]
+    /// A node of the cluster to dial, IP:port or host:port (repeat for more); a host name is
+    /// resolved at every dial and each of its addresses dialed. The rest are learned from them.
+    #[arg(long = "peer", value_name = "ADDR")]
     peers: Vec<String>,
     /// File holding the cluster's shared secret (required with --cluster-listen).
     #[arg(long)]
-    cluster_secret_file: Option<std::path::PathBuf>,
-    /// This node's id, unique in the cluster (default: derived from --cluster-listen).
+    cluster_secret_file: Option<PathBuf>,
+    /// This node's id, unique in the cluster (default: derived from the advertised address;
+    /// required when that is a loopback address).
     #[arg(long)]
     node_id: Option<u16>,
     /// Serve Prometheus metrics over HTTP at http://ADDR/metrics.
@@ -76,62 +112,153 @@ struct ServeArgs {
     /// Reactor threads, each owning its share of the connections (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Log level: error, warn, info, debug, trace (default: $FANOUT_LOG, else info).
-    #[arg(long, value_parser = parse_level)]
+    /// Log level: off, error, warn, info, debug, trace (default: $FANOUT_LOG, else info).
+    #[arg(long, value_parser = logging::parse_level)]
     log_level: Option<LevelFilter>,
+    /// Log line format: text for people, json (one object per line: ts, level, target, msg) for
+    /// log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Serve(args) => serve(args),
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    match Cli::parse_from(&argv).command {
+        Command::Serve(_) => serve(argv),
         Command::Chat(args) => chat::run(&args),
         Command::Bench(args) => fanout::bench::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "fanout", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Manpage { dir } => manpage(dir),
     }
 }
 
-fn parse_level(text: &str) -> Result<LevelFilter, String> {
-    text.parse().map_err(|_| format!("unknown log level {text:?}"))
+fn manpage(dir: Option<PathBuf>) -> ExitCode {
+    let written = match &dir {
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the man page: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    fanout::logging::init(args.log_level);
-    // Every connection is a file descriptor: take the hard limit, which may allow far more
-    // than the usual soft 1,024.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => {
-            log::info!("file descriptor limit {limit}");
-            if (limit as usize) < args.max_connections {
-                log::warn!("--max-connections {} is above the descriptor limit {limit}", args.max_connections);
-            }
+/// `fanout serve`'s settings and where each came from.
+struct Loaded {
+    args: ServeArgs,
+    /// Keys given on the command line (or through an environment variable): they beat the file.
+    from_command_line: BTreeSet<String>,
+    /// Keys the config file set.
+    from_file: BTreeSet<String>,
+    /// Every setting as text, for telling what a reload changed.
+    values: BTreeMap<String, Vec<String>>,
+}
+
+/// Reads the settings: `argv`, with the file of its `--config` (if any) as the flags' defaults.
+/// Every error names what is wrong (a flag, or the file's line and key).
+fn load(argv: &[OsString]) -> Result<Loaded, String> {
+    let first = Cli::command().try_get_matches_from(argv).map_err(|e| e.to_string())?;
+    let config = first.subcommand_matches("serve").and_then(|m| m.get_one::<PathBuf>("config")).cloned();
+    let (matches, from_file) = match config {
+        None => (first, BTreeSet::new()),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+            let entries =
+                config_file::parse(&text).map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.message))?;
+            let command = Cli::command();
+            let serve = command.find_subcommand("serve").expect("serve is a subcommand").clone();
+            let (serve, from_file) = config_file::apply(serve, &entries, &path)?;
+            let command = command.mut_subcommand("serve", |_| serve);
+            (command.try_get_matches_from(argv).map_err(|e| e.to_string())?, from_file)
         }
-        Err(e) => log::warn!("could not raise the file descriptor limit: {e}"),
+    };
+    let serve = matches.subcommand_matches("serve").ok_or("not a serve command")?;
+    let from_command_line = setting_ids()
+        .into_iter()
+        .filter(|id| matches!(serve.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)))
+        .collect();
+    let values = setting_values(serve);
+    let Command::Serve(args) = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?.command else {
+        return Err("not a serve command".into());
+    };
+    Ok(Loaded { args, from_command_line, from_file, values })
+}
+
+/// The ids of `serve`'s settings (its flags but --config and --check-config).
+fn setting_ids() -> Vec<String> {
+    config_file::keys(Cli::command().find_subcommand("serve").expect("serve is a subcommand"))
+}
+
+fn setting_values(serve: &ArgMatches) -> BTreeMap<String, Vec<String>> {
+    setting_ids()
+        .into_iter()
+        .map(|id| {
+            let raw = serve.get_raw(&id).map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect());
+            (id, raw.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// The log level: `--log-level`, else `FANOUT_LOG`, else the file's `log_level`, else info;
+/// with a warning to log when `FANOUT_LOG` holds no level.
+fn log_level(loaded: &Loaded) -> (LevelFilter, Option<String>) {
+    let flag = loaded.args.log_level;
+    if loaded.from_command_line.contains("log_level") {
+        return (flag.unwrap_or(LevelFilter::Info), None);
     }
-    let mut config = ServerConfig::new(args.listen);
-    config.hub.connections_max = args.max_connections;
-    config.hub.output_bytes_max = args.max_output_bytes;
-    config.hub.rooms_per_connection_max = args.max_rooms_per_connection;
-    config.hub.timeouts.handshake = Duration::from_millis(args.handshake_timeout_ms);
-    config.hub.timeouts.ping_interval = Duration::from_millis(args.ping_interval_ms);
-    config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
-    config.metrics = args.metrics;
-    if let Some(path) = &args.token_file {
-        match fanout::auth::Tokens::read(path) {
-            Ok(tokens) => config.hub.tokens = Some(tokens),
-            Err(e) => {
-                log::error!("{e}");
-                return ExitCode::FAILURE;
+    let (from_env, warning) = match logging::level_from_env() {
+        Ok(level) => (level, None),
+        Err(e) => (None, Some(format!("{e}; ignoring it"))),
+    };
+    (from_env.or(flag).unwrap_or(LevelFilter::Info), warning)
+}
+
+fn serve(argv: Vec<OsString>) -> ExitCode {
+    let loaded = match load(&argv) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            // Before the logger: clap's own errors start with "error:" already.
+            let e = e.trim_end();
+            if e.starts_with("error:") {
+                eprintln!("{e}");
+            } else {
+                eprintln!("error: {e}");
             }
+            return ExitCode::from(2);
         }
+    };
+    let (level, env_warning) = log_level(&loaded);
+    logging::init(level, loaded.args.log_format);
+    if let Some(warning) = env_warning {
+        log::warn!("{warning}");
     }
-    match cluster_config(&args) {
-        Ok(cluster) => config.cluster = cluster,
+    let args = &loaded.args;
+    let explicit = |key: &str| loaded.from_command_line.contains(key) || loaded.from_file.contains(key);
+    check_descriptor_limit(args.max_connections, explicit("max_connections"));
+    let mut config = match server_config(args) {
+        Ok(config) => config,
         Err(e) => {
             log::error!("{e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     let threads =
         args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    if args.check_config {
+        return check_config(&config, threads);
+    }
+    if let Some(path) = &args.config {
+        log::info!("settings from {} (flags override it)", path.display());
+    }
+    let reloader = Reloader { argv, tokens: config.hub.tokens.clone(), started_with: loaded.values };
+    config.reload = Some(ReloadHook::new(move || reloader.reload()));
     let reactor = match Server::bind(config, threads) {
         Ok(reactor) => reactor,
         Err(e) => {
@@ -156,6 +283,76 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// `--check-config`: what `Server::bind` would refuse before binding anything, then exit.
+fn check_config(config: &ServerConfig, threads: usize) -> ExitCode {
+    let mut result = config.validate();
+    if threads == 0 || threads > usize::from(fanout::hub::MAX_CORE_ID) + 1 {
+        result = Err(ConfigError(format!("--threads must be between 1 and {}", fanout::hub::MAX_CORE_ID as usize + 1)));
+    }
+    if let (Ok(()), Some(cluster)) = (&result, &config.cluster) {
+        let advertised = cluster.advertise.clone().unwrap_or_else(|| cluster.listen.to_string());
+        result = ClusterConfig::node_identity(&advertised, cluster.node_id).map(drop);
+    }
+    match result {
+        Ok(()) => {
+            log::info!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// File descriptors a server needs besides one per client: listeners, pollers and wakers,
+/// node links and their handshakes, metrics scrapes, stdio.
+const DESCRIPTORS_RESERVED: u64 = 256;
+
+/// Raises the descriptor limit to the hard limit, and warns only when that is below what the
+/// operator asked for (`--max-connections` given as a flag or in the file).
+fn check_descriptor_limit(max_connections: usize, asked_for: bool) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            log::warn!("could not raise the file descriptor limit: {e}");
+            return;
+        }
+    };
+    let needed = max_connections as u64 + DESCRIPTORS_RESERVED;
+    if limit >= needed {
+        log::info!("file descriptor limit {limit}");
+    } else if asked_for {
+        log::warn!(
+            "--max-connections {max_connections} needs about {needed} file descriptors, but the limit is {limit}: \
+             raise it (ulimit -n, LimitNOFILE=) or lower --max-connections; accepts pause while none are free"
+        );
+    } else {
+        log::info!(
+            "file descriptor limit {limit}: room for about {} client connections (the default \
+             --max-connections is {max_connections})",
+            limit.saturating_sub(DESCRIPTORS_RESERVED)
+        );
+    }
+}
+
+/// The server's configuration from the settings; reads the token and secret files.
+fn server_config(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
+    let mut config = ServerConfig::new(args.listen);
+    config.hub.connections_max = args.max_connections;
+    config.hub.output_bytes_max = args.max_output_bytes;
+    config.hub.rooms_per_connection_max = args.max_rooms_per_connection;
+    config.hub.timeouts.handshake = Duration::from_millis(args.handshake_timeout_ms);
+    config.hub.timeouts.ping_interval = Duration::from_millis(args.ping_interval_ms);
+    config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
+    config.metrics = args.metrics;
+    if let Some(path) = &args.token_file {
+        config.hub.tokens = Some(Tokens::read(path)?);
+    }
+    config.cluster = cluster_config(args)?;
+    Ok(config)
+}
+
 fn cluster_config(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(listen) = args.cluster_listen else {
         if !args.peers.is_empty() || args.cluster_secret_file.is_some() {
@@ -174,4 +371,76 @@ fn cluster_config(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError
         secret,
         node_id: args.node_id,
     }))
+}
+
+/// Settings SIGHUP applies to the running server; any other change waits for a restart.
+const RELOADABLE: [&str; 3] = ["token_file", "log_level", "log_format"];
+
+/// What SIGHUP does: read the settings again exactly as at start (flags over file), then apply
+/// the reloadable ones, all or nothing.
+struct Reloader {
+    argv: Vec<OsString>,
+    /// The set every hub checks `HELLO` against, if the server started with a token file.
+    tokens: Option<Tokens>,
+    /// The settings at start, to tell which changes need a restart.
+    started_with: BTreeMap<String, Vec<String>>,
+}
+
+impl Reloader {
+    fn reload(&self) {
+        // Everything is read and checked before anything is applied: a bad file changes nothing.
+        let loaded = match load(&self.argv) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let first = e.lines().next().unwrap_or_default().trim_start_matches("error: ");
+                log::error!("reload failed, nothing changed: {first}");
+                return;
+            }
+        };
+        let fresh = match (&self.tokens, &loaded.args.token_file) {
+            (Some(_), Some(path)) => match Tokens::read(path) {
+                Ok(tokens) => Some((tokens, path)),
+                Err(e) => {
+                    log::error!("reload failed, nothing changed: {e}");
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let (level, env_warning) = log_level(&loaded);
+        if let Some(warning) = env_warning {
+            log::warn!("{warning}");
+        }
+        if let (Some(tokens), Some((fresh, path))) = (&self.tokens, fresh) {
+            let was = tokens.len();
+            tokens.replace_with(&fresh);
+            log::info!("reload: {} tokens from {} (were {was})", fresh.len(), path.display());
+        }
+        match (self.tokens.is_some(), loaded.args.token_file.is_some()) {
+            (false, true) => log::warn!("reload: token_file is set now; checking tokens takes a restart"),
+            (true, false) => log::warn!("reload: token_file is unset now; stopping checking tokens takes a restart"),
+            _ => {}
+        }
+        let old = log::max_level();
+        if level != old {
+            let said = format!("reload: log level {} (was {})", level.as_str(), old.as_str()).to_lowercase();
+            // Said at whichever of the two levels shows it.
+            if level < old {
+                log::info!("{said}");
+            }
+            logging::set_level(level);
+            if level > old {
+                log::info!("{said}");
+            }
+        }
+        logging::set_format(loaded.args.log_format);
+        for (key, value) in &loaded.values {
+            let before = self.started_with.get(key).cloned().unwrap_or_default();
+            if !RELOADABLE.contains(&key.as_str()) && *value != before {
+                let show = |v: &[String]| if v.is_empty() { "unset".to_string() } else { v.join(", ") };
+                log::warn!("reload: {key} is {} now (was {}): that takes a restart", show(value), show(&before));
+            }
+        }
+        log::info!("reload done");
+    }
 }

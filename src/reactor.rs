@@ -29,10 +29,11 @@ use crate::limits::{
 use crate::mailbox::{MailLink, Mailbox};
 
 mod cluster;
-use crate::metrics::{ReactorMetrics, Snapshot};
-use crate::metrics_server::MetricsEndpoint;
+use crate::metrics::{ConnRow, CoreReport, IntrospectionAsk, ReactorMetrics, Snapshot};
+use crate::metrics_server::{CoreHandle, MetricsEndpoint};
 use crate::outbox::Flush;
 use crate::router::ConnKey;
+use crate::server::Health;
 use cluster::cluster_token;
 pub use cluster::{LinkIo, TcpLink};
 
@@ -43,13 +44,20 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// Readiness events taken from the kernel per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
 
-/// A connection's socket and what the reactor knows of its registration.
+/// A connection's socket, what the reactor knows of its registration, and what `/connz` shows
+/// that only the reactor sees (counted in the read path, once per read, not per message).
 #[derive(Debug)]
 pub struct ConnSocket {
     stream: TcpStream,
     wants_write: bool,
     write_shut: bool,
     read_queued: bool,
+    /// Bytes read from the connection.
+    bytes_in: u64,
+    /// When it was accepted and when it last sent bytes, in whole seconds since the reactor
+    /// started (4 bytes each, not an `Instant`'s 16: every connection carries them).
+    opened_at_s: u32,
+    last_read_s: u32,
 }
 
 /// Stops running reactors from another thread.
@@ -93,6 +101,10 @@ pub struct Reactor {
     metrics: Arc<ReactorMetrics>,
     metrics_endpoint: Option<MetricsEndpoint>,
     counters: Counters,
+    /// The clock's origin for the connections' times.
+    started: Instant,
+    /// The generation of the last introspection ask answered.
+    introspection_answered: u64,
 }
 
 /// What the reactor itself counts (the hub counts the rest).
@@ -133,6 +145,8 @@ impl Reactor {
             metrics: Arc::new(ReactorMetrics::default()),
             metrics_endpoint: None,
             counters: Counters::default(),
+            started: Instant::now(),
+            introspection_answered: 0,
         })
     }
 
@@ -178,11 +192,12 @@ impl Reactor {
         self.config.hub.core_id
     }
 
-    /// Runs until stopped by the handle or, with `catch_signals`, by SIGINT or SIGTERM.
+    /// Runs until stopped by the handle or, with `catch_signals`, by SIGINT or SIGTERM; with
+    /// `catch_signals`, SIGHUP runs the configured reload instead of killing the process.
     pub fn run(mut self, catch_signals: bool) -> io::Result<()> {
         let mut signals = if catch_signals {
-            use signal_hook::consts::{SIGINT, SIGTERM};
-            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
             self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
         } else {
@@ -223,14 +238,18 @@ impl Reactor {
                     }
                     token if MetricsEndpoint::owns(token) => {
                         if let Some(endpoint) = self.metrics_endpoint.as_mut() {
-                            endpoint.handle(self.poll.registry(), token, now);
+                            endpoint.handle(self.poll.registry(), token, now, &mut self.hub);
                         }
                     }
                     SIGNALS => {
                         if let Some(signals) = signals.as_mut() {
                             for signal in signals.pending() {
-                                log::info!("signal {signal}: shutting down");
-                                stopping = true;
+                                if signal == signal_hook::consts::SIGHUP {
+                                    self.reload();
+                                } else {
+                                    log::info!("signal {signal}: shutting down");
+                                    stopping = true;
+                                }
                             }
                         }
                     }
@@ -285,6 +304,18 @@ impl Reactor {
         }
     }
 
+    /// SIGHUP: runs the reload the server was configured with. It touches only what is shared
+    /// with every reactor (the token set, the log level), so no reactor needs a message.
+    fn reload(&self) {
+        match &self.config.reload {
+            Some(hook) => {
+                log::info!("SIGHUP: reloading");
+                hook.run();
+            }
+            None => log::info!("SIGHUP: nothing to reload"),
+        }
+    }
+
     fn accept_all(&mut self, now: Instant) {
         if self.accept_paused_until.is_some() {
             return;
@@ -308,10 +339,20 @@ impl Reactor {
             if let Err(e) = tune_accepted(&stream) {
                 log::debug!("could not tune socket of {peer}: {e}");
             }
-            let socket = ConnSocket { stream, wants_write: false, write_shut: false, read_queued: false };
+            let at = self.seconds_since_start(now);
+            let socket = ConnSocket {
+                stream,
+                wants_write: false,
+                write_shut: false,
+                read_queued: false,
+                bytes_in: 0,
+                opened_at_s: at,
+                last_read_s: at,
+            };
             match self.hub.open(socket, now) {
                 Ok(key) => {
                     let conn = self.hub.conn_mut(key).expect("just opened");
+                    conn.set_remote(peer);
                     if let Err(e) = self.poll.registry().register(&mut conn.io.stream, Token(key), Interest::READABLE) {
                         log::warn!("register {peer}: {e}");
                         self.hub.handle_hangup(key);
@@ -360,6 +401,7 @@ impl Reactor {
                     }
                     total += n;
                     self.counters.bytes_in += n as u64;
+                    conn.io.bytes_in += n as u64;
                     if total >= READ_BYTES_PER_TURN_MAX {
                         // Come back next turn; edge-triggered readiness will not remind us.
                         conn.io.read_queued = true;
@@ -377,6 +419,7 @@ impl Reactor {
             }
         }
         if total > 0 {
+            conn.io.last_read_s = seconds_since(self.started, now);
             self.hub.handle_input(key, now);
         }
         if hangup {
@@ -432,35 +475,73 @@ impl Reactor {
         }
     }
 
-    /// Stores this turn's numbers where the metrics endpoint reads them.
+    /// Stores this turn's numbers where the metrics endpoint reads them, answers an
+    /// introspection ask if one came (one atomic load when none did), and lets the endpoint, if
+    /// it runs here, finish what waited for the cores.
     fn publish_metrics(&mut self) {
         use crate::link::LinkClass;
-        use crate::metrics::NodeLinkHeard;
         self.counters.loop_turns += 1;
         let stats = self.hub.stats();
         self.metrics.publish(&Snapshot {
             connections: self.hub.len() as u64,
-            rooms: self.hub.room_count() as u64,
             connections_opened: stats.connections_opened,
-            messages_in: stats.publishes,
-            messages_out: stats.deliveries,
-            bytes_in: self.counters.bytes_in,
-            bytes_out: self.counters.bytes_out,
+            connections_refused: stats.refused_full,
+            messages_received: stats.publishes,
+            messages_delivered: stats.deliveries,
+            received_bytes: self.counters.bytes_in,
+            sent_bytes: self.counters.bytes_out,
             slow_consumers: stats.slow_consumers,
             errors: stats.errors,
             core_links_up: self.hub.links_up(LinkClass::Sibling) as u64,
-            node_links_up: self.hub.links_up(LinkClass::Node) as u64,
             links_down: self.hub.links_down() as u64,
             forwards_sent: stats.forwards_sent,
             forwards_received: stats.forwards_received,
             forwards_dropped: stats.forwards_dropped,
+            interest_ack_timeouts: stats.interest_acks_timed_out,
             loop_turns: self.counters.loop_turns,
             flush_queue_depth: self.counters.flushed_last_turn,
             link_queued_bytes: self.hub.link_queued_bytes() as u64,
-            node_links: Vec::new(),
         });
-        let node_links = self.hub.node_links_last_heard();
-        self.metrics.publish_node_links(node_links.map(|(node_id, last_heard)| NodeLinkHeard { node_id, last_heard }));
+        if let Some(ask) = self.metrics.new_ask(&mut self.introspection_answered) {
+            let report = self.introspect(&ask);
+            self.metrics.answer(report);
+        }
+        if let Some(endpoint) = self.metrics_endpoint.as_mut() {
+            endpoint.after_turn(self.poll.registry(), &mut self.hub);
+        }
+    }
+
+    /// This core's answer to `/connz` and `/roomz`: its first connections by session id, and
+    /// its members of the rooms asked about.
+    fn introspect(&self, ask: &IntrospectionAsk) -> CoreReport {
+        let now_s = self.seconds_since_start(Instant::now());
+        let since = |at_s: u32| Duration::from_secs(u64::from(now_s.saturating_sub(at_s)));
+        let core = self.core_id();
+        let (conns_total, views) = self.hub.conn_views(ask.conns_max);
+        let conns = views
+            .into_iter()
+            .map(|view| ConnRow {
+                core,
+                id: view.key,
+                session_id: view.session_id,
+                remote: view.io.stream.peer_addr().ok(),
+                name: view.name.clone(),
+                mode: view.mode,
+                rooms: view.rooms,
+                received_bytes: view.io.bytes_in,
+                sent_bytes: view.output_bytes_written,
+                pending_bytes: view.output_bytes_queued,
+                age: since(view.io.opened_at_s),
+                idle: since(view.io.last_read_s),
+                closing: view.closing,
+            })
+            .collect();
+        let room_members = ask.rooms.iter().map(|room| self.hub.local_room_members(room)).collect();
+        CoreReport { generation: ask.generation, conns_total, conns, room_members }
+    }
+
+    fn seconds_since_start(&self, now: Instant) -> u32 {
+        seconds_since(self.started, now)
     }
 
     /// This reactor's published metrics, for the reactor that serves them.
@@ -468,9 +549,16 @@ impl Reactor {
         self.metrics.clone()
     }
 
-    /// Serves `GET /metrics` on `addr` with the numbers of every one of `reactors`.
-    pub(crate) fn serve_metrics(&mut self, addr: SocketAddr, reactors: Vec<Arc<ReactorMetrics>>) -> io::Result<()> {
-        let endpoint = MetricsEndpoint::bind(addr, self.poll.registry(), reactors)?;
+    /// Serves the metrics endpoint on `addr` (see [`crate::metrics_server`]) with every one of
+    /// `cores`, this reactor first, reporting `health`.
+    pub(crate) fn serve_metrics(
+        &mut self,
+        addr: SocketAddr,
+        cores: Vec<CoreHandle>,
+        health: Arc<Health>,
+        needs_node_link: bool,
+    ) -> io::Result<()> {
+        let endpoint = MetricsEndpoint::bind(addr, self.poll.registry(), cores, health, needs_node_link)?;
         log::info!("metrics on http://{}/metrics", endpoint.local_addr()?);
         self.metrics_endpoint = Some(endpoint);
         Ok(())
@@ -501,12 +589,21 @@ impl Reactor {
     fn remove_finished(&mut self, keys: &mut Vec<ConnKey>) {
         self.hub.take_finished(keys);
         for key in keys.drain(..) {
+            if log::log_enabled!(log::Level::Debug) {
+                if let Some(conn) = self.hub.conn_mut(key) {
+                    log::debug!("connection {key} {} closed", conn.label());
+                }
+            }
             if let Some(mut socket) = self.hub.remove(key) {
                 let _ = self.poll.registry().deregister(&mut socket.stream);
-                log::debug!("connection {key} closed");
             }
         }
     }
+}
+
+/// Whole seconds from `start` to `now`, saturating (a connection's times in 4 bytes each).
+fn seconds_since(start: Instant, now: Instant) -> u32 {
+    u32::try_from(now.saturating_duration_since(start).as_secs()).unwrap_or(u32::MAX)
 }
 
 /// Names the client listener in its bind errors.

@@ -8,13 +8,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cluster::default_node_id;
 use crate::codec::peer::is_valid_cluster_addr;
-use crate::config::ServerConfig;
+use crate::config::{ClusterConfig, ServerConfig};
 use crate::hub::{Gateway, MAX_CORE_ID};
 use crate::mailbox::MailLink;
 use crate::reactor::{bind_error, refuse_taken_address, Reactor, StopHandle};
@@ -27,6 +26,54 @@ const CLUSTER_LISTENER_NAME: &str = "cluster listener (--cluster-listen)";
 pub struct Server {
     reactors: Vec<Reactor>,
     stop: StopHandle,
+    health: Arc<Health>,
+}
+
+/// Where a server is in its life, as `/healthz` and `/readyz` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthState {
+    /// Bound, but not every reactor runs yet: 503.
+    Starting,
+    /// Every reactor runs: 200.
+    Serving,
+    /// Taken out of service (lame duck) and about to stop: 503, so load balancers move on.
+    Draining,
+}
+
+/// The server's health, one small atomic shared by the server (which sets it) and the metrics
+/// endpoint (which reports it): an operator's load balancer asks it, so it must never wait.
+#[derive(Debug)]
+pub struct Health {
+    state: AtomicU8,
+}
+
+impl Health {
+    /// A server that is starting.
+    pub(crate) fn new() -> Self {
+        Self { state: AtomicU8::new(HealthState::Starting as u8) }
+    }
+
+    /// What `/healthz` reports now.
+    pub fn state(&self) -> HealthState {
+        match self.state.load(Ordering::Acquire) {
+            0 => HealthState::Starting,
+            1 => HealthState::Serving,
+            _ => HealthState::Draining,
+        }
+    }
+
+    /// Every reactor runs: serving, unless draining began first (draining never goes back).
+    pub(crate) fn set_serving(&self) {
+        let (starting, serving) = (HealthState::Starting as u8, HealthState::Serving as u8);
+        let _ = self.state.compare_exchange(starting, serving, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Takes the server out of service: `/healthz` and `/readyz` answer 503 from now on. For the
+    /// lame-duck drain, which stops accepting and moves clients away before the process exits.
+    #[allow(dead_code, reason = "the lame-duck drain (issue 14, item 6) is its caller")]
+    pub(crate) fn set_draining(&self) {
+        self.state.store(HealthState::Draining as u8, Ordering::Release);
+    }
 }
 
 impl Server {
@@ -54,7 +101,9 @@ impl Server {
                     let text = format!("--cluster-advertise {own:?} must be IP:port or dns.name:port");
                     return Err(io::Error::new(io::ErrorKind::InvalidInput, text));
                 }
-                let node_id = cluster.node_id.unwrap_or_else(|| default_node_id(&own));
+                // No node id from an address many hosts share; no advertising 0.0.0.0.
+                let node_id = ClusterConfig::node_identity(&own, cluster.node_id)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.0))?;
                 Some((listener, own, node_id))
             }
             None => None,
@@ -105,12 +154,22 @@ impl Server {
             gateway.enable_cluster(listener, own.clone(), &settings.peers)?;
             log::info!("cluster: node {node_id} accepting node links on {own}");
         }
+        let health = Arc::new(Health::new());
+        let wakers: Vec<_> = reactors.iter().map(Reactor::waker).collect();
         if let Some(addr) = config.metrics {
-            let all = reactors.iter().map(Reactor::metrics).collect();
-            reactors[0].serve_metrics(addr, all)?;
+            let cores = reactors.iter().zip(&wakers).map(|(r, w)| (r.metrics(), w.clone())).collect();
+            // Ready once linked to the cluster, when there is a peer to link to.
+            let needs_node_link = config.cluster.as_ref().is_some_and(|c| !c.peers.is_empty());
+            reactors[0].serve_metrics(addr, cores, health.clone(), needs_node_link)?;
         }
-        let wakers = reactors.iter().map(Reactor::waker).collect();
-        Ok(Self { reactors, stop: StopHandle::new(stop, wakers) })
+        Ok(Self { reactors, stop: StopHandle::new(stop, wakers), health })
+    }
+
+    /// The server's health, for whatever takes it out of service (the lame-duck drain calls
+    /// [`Health::set_draining`]).
+    #[allow(dead_code, reason = "the lame-duck drain (issue 14, item 6) is its caller")]
+    pub(crate) fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// The address clients connect to.
@@ -142,6 +201,9 @@ impl Server {
             })?;
             threads.push(thread);
         }
+        // Every listener is bound (the kernel queues connections) and every reactor's thread
+        // is started: the server is up.
+        self.health.set_serving();
         let mut result = first.run(catch_signals);
         self.stop.stop();
         for thread in threads {

@@ -15,7 +15,7 @@ use fanout::codec::{frame_type, PresenceEvent, PresenceKind};
 use fanout::limits::LINE_MODE_SILENCE;
 use support::{
     assert_nothing_before_pong, connect, connect_joined, encode, greeting, guest_location, hello, is_guest_name,
-    who_line, LineConn, Server, IO_TIMEOUT,
+    LineConn, Server, IO_TIMEOUT,
 };
 
 /// A silent connection is greeted within this of connecting: the 150 ms silence plus a join.
@@ -194,8 +194,11 @@ fn a_line_over_the_limit_gets_line_too_long_then_eof() {
     {
         let mut line = LineConn::connect(addr);
         line.send(format!("ok {i}\n").as_bytes());
-        // The earlier cases' connections left the lobby when they were closed.
-        line.expect_greeting(1);
+        // The earlier cases' connections left the lobby when they were closed, but that news may
+        // still be on its way from another core (presence is eventually consistent): the count
+        // here is not exact; the tests of presence check counts.
+        let greeting = line.read_line().unwrap();
+        assert!(greeting.starts_with("* welcome guest"), "case {i}: got {greeting:?}");
         observed(&mut observer, &format!("ok {i}"));
         line.send(too_long.as_bytes());
         let error = line.read_line().unwrap();
@@ -297,7 +300,7 @@ fn silent_listeners_on_four_cores_get_the_exact_count_and_hear_each_other_join()
     all.push("pub");
     let last = LISTENERS - 1;
     listeners[last].1.send(b"/who\n");
-    listeners[last].1.expect_exact(&who_line("lobby", &all, Some(last)));
+    listeners[last].1.expect_who("lobby", &all, Some(last));
     assert_nothing_before_pong(&mut publisher, 1);
 }
 
@@ -349,6 +352,9 @@ fn a_binary_client_whose_hello_comes_after_the_silence_gets_a_text_timeout_then_
 
 // ----- commands -----
 
+/// Most `/rooms` asked while waiting for a change on another core to arrive (20 ms apart).
+const ROOMS_POLLS_MAX: usize = 100;
+
 #[test]
 fn commands_rename_move_list_leave_and_quit() {
     let server = Server::start(&["--threads", "4"]);
@@ -366,7 +372,7 @@ fn commands_rename_move_list_leave_and_quit() {
     let mut two = LineConn::connect(addr);
     two.send(b"/who\n");
     let other = two.expect_greeting(2);
-    two.expect_exact(&who_line("lobby", &["watcher", &guest, &other], Some(2)));
+    two.expect_who("lobby", &["watcher", &guest, &other], Some(2));
     one.expect_exact(&format!("* {other} joined\n"));
 
     // /nick: the room sees the rename, and later lines come from the new name.
@@ -395,8 +401,8 @@ fn commands_rename_move_list_leave_and_quit() {
 
     // /who, /who ROOM and /rooms give exact names and counts.
     one.send(b"/who\n/who lobby\n/rooms\n");
-    one.expect_exact(&who_line("dev", &["devwatcher", "alice"], Some(1)));
-    one.expect_exact(&who_line("lobby", &["watcher", &other], None));
+    one.expect_who("dev", &["devwatcher", "alice"], Some(1));
+    one.expect_who("lobby", &["watcher", &other], None);
     one.expect_exact("* 2 rooms: dev (2), lobby (2)\n");
 
     // /leave: lines then go nowhere until the next /join.
@@ -406,8 +412,18 @@ fn commands_rename_move_list_leave_and_quit() {
     one.expect_exact("* you are in no room: /who ROOM, or /join ROOM\n");
     one.expect_exact("* you are in no room: /join ROOM\n");
     one.expect_exact("* unknown command /x: /help lists the commands\n");
-    two.send(b"/rooms\n");
-    two.expect_exact("* 2 rooms: dev (1), lobby (2)\n");
+    // `two` may sit on another core, where alice's leave of dev is news still on its way:
+    // presence is eventually consistent, so ask until it shows (a bounded poll).
+    let mut rooms = String::new();
+    for _ in 0..ROOMS_POLLS_MAX {
+        two.send(b"/rooms\n");
+        rooms = two.read_line().unwrap();
+        if rooms == "* 2 rooms: dev (1), lobby (2)\n" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(rooms, "* 2 rooms: dev (1), lobby (2)\n", "/rooms from another core");
     assert_nothing_before_pong(&mut dev, 2);
 
     // Back to the lobby; `//hi` sends `/hi`.
@@ -427,11 +443,11 @@ fn commands_rename_move_list_leave_and_quit() {
     let mut three = LineConn::connect(addr);
     three.send(b"/who\n");
     let third = three.expect_greeting(2);
-    three.expect_exact(&who_line("lobby", &["watcher", &other, &third], Some(2)));
+    three.expect_who("lobby", &["watcher", &other, &third], Some(2));
     two.expect_exact(&format!("* {third} joined\n"));
     two.hang_up();
     three.expect_exact(&format!("* {other} left (connection lost)\n"));
     three.send(b"/who\n");
-    three.expect_exact(&who_line("lobby", &["watcher", &third], Some(1)));
+    three.expect_who("lobby", &["watcher", &third], Some(1));
     assert_nothing_before_pong(&mut watcher, 3);
 }

@@ -16,8 +16,7 @@ use std::thread;
 
 use fanout::client::{Client, ClientOptions};
 use support::{
-    assert_nothing_before_pong, connect, connect_with, greeting, guest_location, who_line, LineConn, Progress, Server,
-    IO_TIMEOUT,
+    assert_nothing_before_pong, connect, connect_with, greeting, guest_location, LineConn, Progress, Server, IO_TIMEOUT,
 };
 
 use support::rng::Rng;
@@ -628,22 +627,21 @@ fn line_clients_on_different_cores_hear_each_other_exactly_once() {
 
 // ----- 6. presence of line clients across cores -----
 
-/// Line clients kept on each of the four cores.
+/// Line clients wanted on each of the four cores, at least.
 const WHO_PER_CORE: usize = 2;
 /// Most line clients connected to get [`WHO_PER_CORE`] on every core; the kernel spreads
 /// connections by a hash, so a core is only short by bad luck (about 1 in 10^6 at this bound).
 const WHO_CONNECTS_MAX: usize = 64;
 
 #[test]
-fn eight_line_clients_on_four_cores_see_each_other_join_and_who_lists_all_from_every_core() {
+fn line_clients_on_four_cores_see_each_other_join_and_who_lists_all_from_every_core() {
     let server = Server::start(&["--threads", "4"]);
     let addr = server.addr();
     // Kept clients in join order, with their names; each new one is checked by everyone kept.
     let mut kept: Vec<(String, LineConn)> = Vec::new();
     let mut per_core = [0usize; 4];
-    let mut dropped = 0;
     for attempt in 0.. {
-        if per_core.iter().all(|&n| n == WHO_PER_CORE) {
+        if per_core.iter().all(|&n| n >= WHO_PER_CORE) {
             break;
         }
         assert!(attempt < WHO_CONNECTS_MAX, "after {WHO_CONNECTS_MAX} line clients the cores hold {per_core:?}");
@@ -653,33 +651,23 @@ fn eight_line_clients_on_four_cores_see_each_other_join_and_who_lists_all_from_e
         let name = conn.expect_greeting(kept.len());
         let mut names: Vec<&str> = kept.iter().map(|(n, _)| n.as_str()).collect();
         names.push(&name);
-        conn.expect_exact(&who_line("lobby", &names, Some(kept.len())));
+        conn.expect_who("lobby", &names, Some(kept.len()));
         for (_, earlier) in &mut kept {
             earlier.expect_exact(&format!("* {name} joined\n"));
         }
-        let core = usize::from(core_of_guest(&name));
-        if per_core[core] < WHO_PER_CORE {
-            per_core[core] += 1;
-            kept.push((name, conn));
-        } else {
-            // Its core is full: it hangs up, and every kept client sees it go before the next
-            // connects, so the counts above stay exact.
-            conn.hang_up();
-            drop(conn);
-            dropped += 1;
-            for (_, earlier) in &mut kept {
-                earlier.expect_exact(&format!("* {name} left (connection lost)\n"));
-            }
-        }
+        // Every client stays (one that left would be news still travelling between cores when
+        // the next one is greeted, and the counts here are exact).
+        per_core[usize::from(core_of_guest(&name))] += 1;
+        kept.push((name, conn));
     }
-    eprintln!("{} line clients kept, {WHO_PER_CORE} per core; {dropped} dropped", kept.len());
+    eprintln!("{} line clients kept, at least {WHO_PER_CORE} per core: {per_core:?}", kept.len());
 
-    // Every client, so every core, lists the same eight names in join order.
+    // Every client, so every core, lists the same names in join order.
     let names: Vec<String> = kept.iter().map(|(n, _)| n.clone()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     for (i, (_, conn)) in kept.iter_mut().enumerate() {
         conn.send(b"/who\n/rooms\n");
-        conn.expect_exact(&who_line("lobby", &names, Some(i)));
+        conn.expect_who("lobby", &names, Some(i));
         conn.expect_exact(&format!("* 1 room: lobby ({})\n", names.len()));
     }
 }

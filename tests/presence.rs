@@ -13,7 +13,7 @@ use bytes::Bytes;
 use fanout::client::{Client, Event};
 use fanout::codec::{MemberInfo, Members, PresenceEvent, PresenceKind, RoomList};
 use support::cluster::{secret_file, Node};
-use support::{assert_nothing_before_pong, connect, guest_location, who_line, LineConn, Server, IO_TIMEOUT};
+use support::{assert_nothing_before_pong, connect, guest_location, LineConn, Server, IO_TIMEOUT};
 
 /// Most clients connected to find one on another core than the first (4 cores: the chance of
 /// missing is 4^-32).
@@ -152,7 +152,7 @@ fn binary_clients_with_presence_see_members_joins_leaves_losses_and_renames_acro
     assert_eq!(ann.who("den").unwrap(), members("den", &[&a, &carol]));
     assert_eq!(ann.rooms().unwrap(), room_list(&[("den", 2)]));
     line.send(b"/who\n");
-    line.expect_exact(&who_line("den", &["ann", "carol"], Some(1)));
+    line.expect_who("den", &["ann", "carol"], Some(1));
     assert_nothing_before_pong(&mut ann, 2);
 }
 
@@ -174,7 +174,7 @@ fn members_of_another_node_appear_are_lost_when_it_dies_and_come_back_with_it() 
     line.send(b"/who\n");
     let guest = line.expect_greeting(1);
     assert_eq!(guest_location(&guest).map(|(node, _)| node), Some(1), "guest name {guest:?} on node 1");
-    line.expect_exact(&who_line("lobby", &["watcher", &guest], Some(1)));
+    line.expect_who("lobby", &["watcher", &guest], Some(1));
     let joined = next_presence(&mut watcher, "watcher");
     let g = MemberInfo { session_id: joined.session_id, name: Bytes::copy_from_slice(guest.as_bytes()) };
     assert_eq!(joined, presence(PresenceKind::Joined, &g, "lobby"));
@@ -217,6 +217,6 @@ fn members_of_another_node_appear_are_lost_when_it_dies_and_come_back_with_it() 
     // Node 2 learned node 1's members when the link formed, maybe after bob joined: any order.
     poll_who_any_order(&mut bob_again, "lobby", &members("lobby", &[&w, &g, &b]), "bob after the restart");
     line.send(b"/who\n");
-    line.expect_exact(&who_line("lobby", &["watcher", &guest, "bob"], Some(1)));
+    line.expect_who("lobby", &["watcher", &guest, "bob"], Some(1));
     assert_nothing_before_pong(&mut watcher, 1);
 }

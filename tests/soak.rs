@@ -356,16 +356,17 @@ struct Target {
     metrics: SocketAddr,
 }
 
-/// The sum over a node's cores of a metric family (`name{core="…"} value` lines).
+/// The sum over a node's cores of a metric family (`name{core="…"} value` lines), or the value
+/// of a per-server one (`name value`).
 fn metric_sum(addr: SocketAddr, family: &str) -> io::Result<u64> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(VERDICT_WITHIN))?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: fanout\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let prefix = format!("{family}{{");
+    let (labelled, unlabelled) = (format!("{family}{{"), format!("{family} "));
     let mut sum = 0;
-    for line in response.lines().filter(|l| l.starts_with(&prefix)) {
+    for line in response.lines().filter(|l| l.starts_with(&labelled) || l.starts_with(&unlabelled)) {
         let value = line.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok());
         sum += value.ok_or_else(|| io::Error::other(format!("bad metrics line {line:?}")))?;
     }

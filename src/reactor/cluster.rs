@@ -1,13 +1,17 @@
 //! The gateway reactor's network side of the cluster: the node listener, dialing known nodes
-//! with backoff, and moving bytes of node links (TCP) in and out. What the bytes mean is the
-//! hub's business, exactly as for sibling links.
+//! with backoff, resolving host names (on a helper thread: the event loop never waits for DNS),
+//! and moving bytes of node links (TCP) in and out. What the bytes mean is the hub's business,
+//! exactly as for sibling links.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Token};
+use mio::{Interest, Token, Waker};
 use slab::Slab;
 
 use super::Reactor;
@@ -51,6 +55,133 @@ pub(super) struct NodeNet {
     read_queue: Vec<PeerId>,
     /// Accepting node links pauses until then after the process ran out of descriptors.
     accept_paused_until: Option<Instant>,
+    /// Resolves host names of node addresses; started at the first name.
+    resolver: Option<Resolver>,
+    /// Names handed to the resolver and not answered yet (each is asked once at a time).
+    resolving: BTreeSet<String>,
+}
+
+/// A thread that resolves host names for the gateway: names go in through a channel, each
+/// answer comes back through another and wakes the reactor. One thread, one name at a time:
+/// resolutions are rare (a dial, every few seconds at most per name) and the thread is the
+/// only place that may block on DNS.
+#[derive(Debug)]
+struct Resolver {
+    names: mpsc::Sender<String>,
+    answers: mpsc::Receiver<(String, io::Result<Vec<SocketAddr>>)>,
+}
+
+impl Resolver {
+    /// Starts the thread; `own` is the cluster listener's address, whose addresses are left
+    /// out of every answer (a headless service lists this node too).
+    fn start(waker: Arc<Waker>, own: Option<SocketAddr>) -> io::Result<Self> {
+        let (names, names_rx) = mpsc::channel::<String>();
+        let (answers_tx, answers) = mpsc::channel();
+        std::thread::Builder::new().name("fanout-resolver".into()).spawn(move || {
+            // Ends when the reactor drops its end.
+            for name in names_rx {
+                let answer = name.to_socket_addrs().map(|addrs| addrs.filter(|a| !is_own(*a, own)).collect());
+                if answers_tx.send((name, answer)).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            }
+        })?;
+        Ok(Self { names, answers })
+    }
+}
+
+/// Whether `addr` is this node's cluster listener `own`: the same address, or, for a listener
+/// on every interface (0.0.0.0, ::), the same port on an address of this host (one a socket
+/// can be bound to).
+fn is_own(addr: SocketAddr, own: Option<SocketAddr>) -> bool {
+    let Some(own) = own else {
+        return false;
+    };
+    if addr == own {
+        return true;
+    }
+    own.ip().is_unspecified() && addr.port() == own.port() && UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok()
+}
+
+/// ` (resolved from NAME)` after an address that came from a host name.
+struct ResolvedFrom<'a>(Option<&'a str>);
+
+impl fmt::Display for ResolvedFrom<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(name) => write!(f, " (resolved from {name})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Logs a failed dial to (or resolution of) `addr`, resolved from `origin`, because of `why`:
+/// at `warn` when the dialer says so (`warn`: failures since the last warning), else at `debug`.
+fn log_dial_failure(addr: &str, origin: Option<&str>, why: &dyn fmt::Display, warn: Option<u64>) {
+    let from = ResolvedFrom(origin);
+    let resolving = crate::cluster::Dial::is_name(addr);
+    match warn {
+        Some(1) if resolving => log::warn!("cluster: cannot resolve node address {addr}: {why}; retrying"),
+        Some(n) if resolving => {
+            log::warn!("cluster: still cannot resolve node address {addr}: {why} ({n} failures since the last warning)")
+        }
+        Some(1) => log::warn!("cluster: cannot reach node at {addr}{from}: {why}; retrying"),
+        Some(n) => {
+            log::warn!(
+                "cluster: still cannot reach node at {addr}{from}: {why} ({n} failed dials since the last warning)"
+            )
+        }
+        None if resolving => log::debug!("cluster: resolve {addr}: {why}"),
+        None => log::debug!("cluster: dial {addr}{from}: {why}"),
+    }
+}
+
+impl NodeNet {
+    /// A dial to (or the resolution of) `addr` failed at `now` because of `why`: logged at
+    /// `warn` as the dialer rate-limits it, else at `debug`; redialed after the backoff.
+    fn dial_failed(&mut self, addr: &str, why: &dyn fmt::Display, now: Instant) {
+        let origin = self.dialer.origin(addr).map(str::to_string);
+        let warn = self.dialer.failed(addr, now);
+        log_dial_failure(addr, origin.as_deref(), why, warn);
+    }
+
+    /// Hands `name` to the resolver thread (started now if need be).
+    fn resolve(&mut self, name: String, waker: &Arc<Waker>, now: Instant) {
+        if self.resolving.contains(&name) {
+            return; // The answer to the earlier request will do.
+        }
+        if self.resolver.is_none() {
+            match Resolver::start(waker.clone(), self.listener.local_addr().ok()) {
+                Ok(resolver) => self.resolver = Some(resolver),
+                Err(e) => return self.dial_failed(&name, &format_args!("cannot start a resolver thread: {e}"), now),
+            }
+        }
+        let sent = self.resolver.as_ref().is_some_and(|r| r.names.send(name.clone()).is_ok());
+        if sent {
+            self.resolving.insert(name);
+        } else {
+            self.resolver = None;
+            self.dial_failed(&name, &"the resolver thread is gone", now);
+        }
+    }
+
+    /// Takes the resolver's answers: every address found becomes a target to dial.
+    fn take_resolved(&mut self, now: Instant) {
+        while let Some((name, answer)) = self.resolver.as_ref().and_then(|r| r.answers.try_recv().ok()) {
+            self.resolving.remove(&name);
+            match answer {
+                Ok(addrs) => {
+                    let found: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+                    log::debug!("cluster: {name} resolves to [{}]", found.join(", "));
+                    for addr in self.dialer.resolved(&name, found, now) {
+                        log::info!("cluster: will link to node at {addr} (resolved from {name})");
+                    }
+                }
+                Err(e) => self.dial_failed(&name, &e, now),
+            }
+        }
+    }
 }
 
 /// Which cluster-networking object a token names.
@@ -89,6 +220,8 @@ impl Reactor {
             dials: Slab::new(),
             read_queue: Vec::new(),
             accept_paused_until: None,
+            resolver: None,
+            resolving: BTreeSet::new(),
         };
         let now = Instant::now();
         for peer in peers {
@@ -189,13 +322,16 @@ impl Reactor {
         let Some(net) = self.node_net.as_mut() else {
             return;
         };
+        net.take_resolved(now);
         // A dial the network swallows (no answer at all) fails after the handshake timeout.
         while let Some(dial) = net.dialer.poll_expired(now) {
             if let Some(key) = net.dials.iter().find(|(_, (addr, _))| *addr == dial.addr).map(|(key, _)| key) {
                 let (_, mut stream) = net.dials.remove(key);
                 let _ = self.poll.registry().deregister(&mut stream);
             }
-            log::debug!("dial {}: timed out", dial.addr);
+            // A resolution that hangs stays in `resolving`: its answer, when it comes, will do.
+            let why = format_args!("no answer within {:?}", crate::cluster::LINK_HANDSHAKE_TIMEOUT);
+            log_dial_failure(&dial.addr, None, &why, dial.warn);
         }
         let mut learned = Vec::new();
         self.hub.take_node_addresses(&mut learned);
@@ -210,6 +346,10 @@ impl Reactor {
             linked.iter().any(|a| a == addr) || node.is_some_and(|id| linked_ids.contains(&id))
         };
         while let Some(dial) = net.dialer.poll_dial(now, is_linked) {
+            if dial.resolve {
+                net.resolve(dial.addr, &self.waker, now);
+                continue;
+            }
             let dialed = dial.addr.parse::<SocketAddr>().map_err(io::Error::other).and_then(TcpStream::connect);
             match dialed {
                 Ok(mut stream) => {
@@ -219,16 +359,10 @@ impl Reactor {
                         Ok(()) => {
                             net.dials.insert((dial.addr, stream));
                         }
-                        Err(e) => {
-                            log::debug!("dial {}: {e}", dial.addr);
-                            net.dialer.failed(&dial.addr, now);
-                        }
+                        Err(e) => net.dial_failed(&dial.addr, &e, now),
                     }
                 }
-                Err(e) => {
-                    log::debug!("dial {}: {e}", dial.addr);
-                    net.dialer.failed(&dial.addr, now);
-                }
+                Err(e) => net.dial_failed(&dial.addr, &e, now),
             }
         }
     }
@@ -251,10 +385,13 @@ impl Reactor {
             return;
         };
         let _ = self.poll.registry().deregister(&mut stream);
-        let connected = matches!(stream.take_error(), Ok(None)) && stream.peer_addr().is_ok();
-        if !connected {
-            log::debug!("dial {addr}: not connected");
-            net.dialer.failed(&addr, now);
+        let failure = match (stream.take_error(), stream.peer_addr()) {
+            (Ok(Some(e)) | Err(e), _) => Some(e),
+            (Ok(None), Err(e)) => Some(e),
+            (Ok(None), Ok(_)) => None,
+        };
+        if let Some(e) = failure {
+            net.dial_failed(&addr, &e, now);
             return;
         }
         log::debug!("dialed node at {addr}");
@@ -262,7 +399,7 @@ impl Reactor {
         if let Some(net) = self.node_net.as_mut() {
             match peer {
                 Some(peer) => net.dialer.connected(&addr, peer),
-                None => net.dialer.failed(&addr, now),
+                None => net.dial_failed(&addr, &"the link could not be registered", now),
             }
         }
     }

@@ -688,6 +688,21 @@ impl LineConn {
         }
     }
 
+    /// Reads one `/who` answer and checks it lists exactly `names` (with `(you)` on the one at
+    /// `you`), in any order: each core lists members in the order *it* learned of them, which
+    /// for members of other cores is not the order they joined.
+    pub fn expect_who(&mut self, room: &str, names: &[&str], you: Option<usize>) {
+        let line = self.read_line().unwrap_or_else(|e| panic!("waiting for /who: {e}"));
+        let want = who_line(room, names, you);
+        let entries = |text: &str| -> Option<(String, Vec<String>)> {
+            let (head, list) = text.trim_end().split_once(": ")?;
+            let mut entries: Vec<String> = list.split(", ").map(str::to_string).collect();
+            entries.sort();
+            Some((head.to_string(), entries))
+        };
+        assert_eq!(entries(&line), entries(&want), "/who: got {line:?}, want {want:?} in any order");
+    }
+
     /// Closes both directions, as a person pressing Ctrl-C in `nc`.
     pub fn hang_up(&self) {
         let _ = self.writer.shutdown(std::net::Shutdown::Both);
