@@ -6,7 +6,7 @@
 //! which are finished. `T` is the transport the reactor keeps with each connection (a
 //! `TcpStream` in the server, `()` in tests): the hub stores it and never touches it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -240,8 +240,10 @@ pub struct Hub<T, L = ()> {
     links: Slab<Link<L>>,
     interest: Interest,
     /// Rooms announced to each class of peer, indexed by [`LinkClass::index`].
-    announced: [HashSet<Bytes>; 2],
-    pending: HashMap<Bytes, PendingInterest>,
+    /// Ordered (as `pending`), so that a hub's output never depends on a hash seed: a
+    /// simulated run replays exactly. Neither is touched per message.
+    announced: [BTreeSet<Bytes>; 2],
+    pending: BTreeMap<Bytes, PendingInterest>,
     tokens_issued: u64,
     gateway: Option<Gateway>,
     learned_nodes: Vec<NodeAddress>,
@@ -279,8 +281,8 @@ impl<T, L> Hub<T, L> {
             router: Router::with_stream_ids(IdIssuer::new(id_base, config.id_epoch), config.rooms_per_connection_max),
             links: Slab::new(),
             interest: Interest::new(),
-            announced: [HashSet::new(), HashSet::new()],
-            pending: HashMap::new(),
+            announced: [BTreeSet::new(), BTreeSet::new()],
+            pending: BTreeMap::new(),
             tokens_issued: 0,
             gateway: None,
             learned_nodes: Vec::new(),

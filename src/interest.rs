@@ -64,9 +64,13 @@ impl Interest {
         removed
     }
 
-    /// The rooms `peer` wants.
+    /// The rooms `peer` wants, by name.
     pub fn rooms_of(&self, peer: PeerId) -> Vec<Bytes> {
-        self.rooms.iter().filter(|(_, peers)| peers.contains(&peer)).map(|(room, _)| room.clone()).collect()
+        let mut rooms: Vec<Bytes> =
+            self.rooms.iter().filter(|(_, peers)| peers.contains(&peer)).map(|(room, _)| room.clone()).collect();
+        // By name, not in hash order: what a hub does next must not depend on a hash seed.
+        rooms.sort_unstable();
+        rooms
     }
 
     /// The peers to forward a publish in `room` to, in announcement order.

@@ -58,7 +58,9 @@ struct RoomMembers {
 /// O(log n) in the room's size, so a room of many thousands joins and leaves cheaply.
 #[derive(Debug)]
 pub struct Presence {
-    rooms: HashMap<Bytes, RoomMembers>,
+    /// By name, ordered: a link's sync and a lost link's notices go out in an order that does
+    /// not depend on a hash seed. Touched on joins and leaves, never per message.
+    rooms: BTreeMap<Bytes, RoomMembers>,
     entries: usize,
     entries_max: usize,
     learned: u64,
@@ -67,7 +69,7 @@ pub struct Presence {
 impl Presence {
     /// An empty table holding at most `entries_max` entries.
     pub fn new(entries_max: usize) -> Self {
-        Self { rooms: HashMap::new(), entries: 0, entries_max, learned: 0 }
+        Self { rooms: BTreeMap::new(), entries: 0, entries_max, learned: 0 }
     }
 
     /// Records `entry` as a member of `room`, or its new name if it is already one. Local

@@ -579,8 +579,14 @@ impl<T, L> Hub<T, L> {
     fn sync_announcements(&mut self, peer: PeerId) {
         let class = self.links[peer].class;
         let rooms: Vec<Bytes> = self.announced[class.index()].iter().cloned().collect();
+        let give_up_at = self.clock.map(|clock| clock + INTEREST_ACK_WAIT_MAX);
         for room in rooms {
-            self.send_to_peer(peer, |dst| encode_interest(dst, true, 0, &room));
+            // Acknowledged like any announcement: a JOIN of the room until the new peer has
+            // applied it waits for its ack, or a publish there right after could miss the member.
+            self.tokens_issued += 1;
+            let token = self.tokens_issued;
+            self.send_to_peer(peer, |dst| encode_interest(dst, true, token, &room));
+            self.pending.entry(room).or_default().awaiting.push((peer, token, class, give_up_at));
         }
     }
 
