@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::limits::TOKEN_BYTES_MAX;
 
 /// The tokens a server accepts in `HELLO`. Cheap to clone, and every clone shares one set, so

@@ -10,35 +10,23 @@
 //! hops (core → gateway, gateway → core), which are in-memory mail, and per-publisher order
 //! survives because every hop is one ordered link.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::backoff::Backoff;
 use crate::codec::peer::{MAC_BYTES, NONCE_BYTES};
+pub use crate::limits::LINK_HANDSHAKE_TIMEOUT;
+pub use crate::limits::LINK_PING_INTERVAL;
+pub use crate::limits::LINK_SILENCE_MAX;
+pub use crate::limits::REDIAL_DELAY_MAX;
+pub use crate::limits::REDIAL_DELAY_MIN;
+pub use crate::limits::SECRET_BYTES_MAX;
 use crate::rng::Rng;
 
 mod dialer;
 pub use dialer::{Dial, Dialer};
-
-/// First redial delay after a link to a node fails.
-pub const REDIAL_DELAY_MIN: Duration = Duration::from_millis(100);
-
-/// Longest redial delay; with jitter a healed network is used again within about this long.
-pub const REDIAL_DELAY_MAX: Duration = Duration::from_secs(2);
-
-/// Silence on a node link after which the gateway pings it.
-pub const LINK_PING_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Silence on a node link after which it is declared down (crash, partition, blackhole).
-pub const LINK_SILENCE_MAX: Duration = Duration::from_secs(3);
-
-/// A node link that has not finished its handshake in this long is dropped.
-pub const LINK_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Longest cluster secret read from `--cluster-secret-file`.
-pub const SECRET_BYTES_MAX: usize = 4096;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -100,6 +88,8 @@ impl Redial {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

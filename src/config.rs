@@ -2,17 +2,65 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::hub::HubConfig;
-use crate::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES};
+pub use crate::limits::DEFAULT_BACKLOG;
+use crate::limits::{
+    CONNECTIONS_MAX, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, OUTPUT_BYTES_MAX, PING_INTERVAL,
+    PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX,
+};
+use crate::session::Timeouts;
 
 /// Default address `fanout serve` listens on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 
-/// Default listen backlog (the kernel caps it at `net.core.somaxconn`).
-pub const DEFAULT_BACKLOG: i32 = 1024;
+/// The hub's settings, from the server configuration.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// This node's id (in `WELCOME`, session and stream ids).
+    pub node_id: u16,
+    /// This reactor's id (in `WELCOME`, session and stream ids).
+    pub core_id: u16,
+    /// Where this process's session and stream id counters start: on a clustered node the wall
+    /// clock at start-up in microseconds (modulo 2^40), so a restarted node does not hand out its
+    /// old ids again; 0 on a lone server. Given by the server (the hub never reads the clock).
+    pub id_epoch: u64,
+    /// Rooms one connection may be in.
+    pub rooms_per_connection_max: usize,
+    /// Output bytes queued per connection before it is cut.
+    pub output_bytes_max: usize,
+    /// Connections this hub accepts.
+    pub connections_max: usize,
+    /// Handshake and keepalive timeouts.
+    pub timeouts: Timeouts,
+    /// Tokens a client must present in `HELLO`, if any.
+    pub tokens: Option<crate::auth::Tokens>,
+    /// Connections held by every hub of the server: `connections_max` is per server, so the
+    /// reactors share this one counter (an atomic touched once per accept and per close).
+    pub live_connections: Arc<AtomicUsize>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            core_id: 0,
+            id_epoch: 0,
+            rooms_per_connection_max: ROOMS_PER_CONNECTION_MAX,
+            output_bytes_max: OUTPUT_BYTES_MAX,
+            connections_max: CONNECTIONS_MAX,
+            timeouts: Timeouts {
+                handshake: HANDSHAKE_TIMEOUT,
+                ping_interval: PING_INTERVAL,
+                ping_timeout: PING_TIMEOUT,
+            },
+            tokens: None,
+            live_connections: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
 
 /// Everything a reactor needs to run.
 #[derive(Debug, Clone)]
@@ -147,17 +195,7 @@ impl Host<'_> {
     }
 }
 
-/// A configuration that cannot work, found before the server starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: {}", self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use crate::error::ConfigError;
 
 impl ServerConfig {
     /// The defaults, listening on `listen`.
@@ -188,8 +226,8 @@ impl ServerConfig {
                 return Err(ConfigError(format!("the {name} must be at least 10 ms")));
             }
         }
-        if hub.core_id > crate::hub::MAX_CORE_ID {
-            return Err(ConfigError(format!("at most {} cores", crate::hub::MAX_CORE_ID as usize + 1)));
+        if hub.core_id > crate::limits::MAX_CORE_ID {
+            return Err(ConfigError(format!("at most {} cores", crate::limits::MAX_CORE_ID as usize + 1)));
         }
         if self.backlog < 1 {
             return Err(ConfigError("the backlog must be at least 1".into()));

@@ -7,8 +7,7 @@
 //! `TcpStream` in the server, `()` in tests): the hub stores it and never touches it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -22,8 +21,7 @@ use crate::codec::{
 use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
 use crate::limits::{
-    CLOSE_LINGER, CONNECTIONS_MAX, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, LINE_BYTES_MAX,
-    LINE_MODE_SILENCE, OUTPUT_BYTES_MAX, PING_INTERVAL, PING_TIMEOUT, PRESENCE_ENTRIES_MAX, ROOMS_PER_CONNECTION_MAX,
+    CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, PRESENCE_ENTRIES_MAX,
     SHARE_FRAME_BYTES_MIN,
 };
 use crate::link::Link;
@@ -31,7 +29,7 @@ use crate::outbox::Outbox;
 use crate::presence::Presence;
 use crate::rng::{OsRandom, RandomSource};
 use crate::router::{ConnKey, IdIssuer, Member, RouteError, Router, ID_COUNTER_BITS};
-use crate::session::{Fault, Mode, Request, Session, Timeouts, TimerEvent};
+use crate::session::{Fault, Mode, Request, Session, TimerEvent};
 
 /// The fan-out loop's view of a hub, borrowed field by field so the router's member list can be
 /// read at the same time (a method borrowing all of `self` could not).
@@ -47,57 +45,8 @@ macro_rules! fanout {
     };
 }
 
-/// Bytes reserved at a time for encoding publishes, so small frames share one allocation.
-const ENCODE_BUFFER_BYTES: usize = 64 * 1024;
-
-/// Highest core id: session and stream ids give the core 8 bits (node 16, counter 40).
-pub const MAX_CORE_ID: u16 = 255;
-
-/// The hub's settings, from the server configuration.
-#[derive(Debug, Clone)]
-pub struct HubConfig {
-    /// This node's id (in `WELCOME`, session and stream ids).
-    pub node_id: u16,
-    /// This reactor's id (in `WELCOME`, session and stream ids).
-    pub core_id: u16,
-    /// Where this process's session and stream id counters start: on a clustered node the wall
-    /// clock at start-up in microseconds (modulo 2^40), so a restarted node does not hand out its
-    /// old ids again; 0 on a lone server. Given by the server (the hub never reads the clock).
-    pub id_epoch: u64,
-    /// Rooms one connection may be in.
-    pub rooms_per_connection_max: usize,
-    /// Output bytes queued per connection before it is cut.
-    pub output_bytes_max: usize,
-    /// Connections this hub accepts.
-    pub connections_max: usize,
-    /// Handshake and keepalive timeouts.
-    pub timeouts: Timeouts,
-    /// Tokens a client must present in `HELLO`, if any.
-    pub tokens: Option<crate::auth::Tokens>,
-    /// Connections held by every hub of the server: `connections_max` is per server, so the
-    /// reactors share this one counter (an atomic touched once per accept and per close).
-    pub live_connections: Arc<AtomicUsize>,
-}
-
-impl Default for HubConfig {
-    fn default() -> Self {
-        Self {
-            node_id: 0,
-            core_id: 0,
-            id_epoch: 0,
-            rooms_per_connection_max: ROOMS_PER_CONNECTION_MAX,
-            output_bytes_max: OUTPUT_BYTES_MAX,
-            connections_max: CONNECTIONS_MAX,
-            timeouts: Timeouts {
-                handshake: HANDSHAKE_TIMEOUT,
-                ping_interval: PING_INTERVAL,
-                ping_timeout: PING_TIMEOUT,
-            },
-            tokens: None,
-            live_connections: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-}
+pub use crate::config::HubConfig;
+pub use crate::limits::MAX_CORE_ID;
 
 /// Counters of what the hub did, for logs and metrics.
 #[derive(Debug, Default, Clone)]
@@ -783,6 +732,7 @@ pub mod introspect;
 mod line;
 mod peers;
 mod presence;
+use crate::limits::ENCODE_BUFFER_BYTES;
 use peers::PendingInterest;
 pub use peers::{Gateway, NodeAddress};
 

@@ -11,15 +11,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub use fanout_proto::{backoff, client, codec, failover, names, rng};
+
 pub mod auth;
-pub mod backoff;
-pub mod bench;
-pub mod client;
 pub mod cluster;
-pub mod codec;
 pub mod config;
 pub mod error;
-pub mod failover;
 pub mod hub;
 pub mod interest;
 pub mod limits;
@@ -31,7 +28,6 @@ pub mod metrics_server;
 pub mod outbox;
 pub mod presence;
 pub mod reactor;
-pub mod rng;
 pub mod router;
 pub mod server;
 pub mod session;

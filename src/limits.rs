@@ -1,36 +1,15 @@
-//! Every limit of the server in one place, with its unit in its name.
+//! Every limit of the server in one place, with its unit in its name: the protocol's own (from
+//! `fanout_proto::limits`, re-exported) and the server's.
 //!
 //! `protocol.md` documents each of these; `config.rs` lets an operator change the ones that
 //! have a flag. Relations between them are checked at compile time at the bottom.
 
 use std::time::Duration;
 
-/// Bytes in a frame header: `length: u32` then `type: u8`.
-pub const HEADER_BYTES: usize = 5;
+pub use fanout_proto::limits::*;
 
-/// Largest `PUBLISH` payload a client may send (and so the largest `MESSAGE` payload).
-pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
-
-/// Longest user name in `HELLO`.
-pub const USER_NAME_BYTES_MAX: usize = 32;
-
-/// Longest room name.
-pub const ROOM_NAME_BYTES_MAX: usize = 64;
-
-/// Longest `HELLO` token (it has a one-byte length).
-pub const TOKEN_BYTES_MAX: usize = 255;
-
-/// Bytes of a `MESSAGE` body besides its payload, at most: stream, seq, room and name fields.
-pub const MESSAGE_FIELDS_BYTES_MAX: usize = 8 + 8 + 1 + ROOM_NAME_BYTES_MAX + 1 + USER_NAME_BYTES_MAX;
-
-/// Largest frame body the server accepts or sends: a full payload plus 1 KiB for fields.
-pub const FRAME_BODY_BYTES_MAX: usize = PAYLOAD_BYTES_MAX + 1024;
-
-/// Longest line a line-mode client may send, newline excluded.
-pub const LINE_BYTES_MAX: usize = 4096;
-
-/// Longest text in an `ERROR` frame; longer text is cut.
-pub const ERROR_TEXT_BYTES_MAX: usize = 256;
+/// Highest core id: session and stream ids give the core 8 bits (node 16, counter 40).
+pub const MAX_CORE_ID: u16 = 255;
 
 /// Default limit on rooms one connection may be a member of at once.
 pub const ROOMS_PER_CONNECTION_MAX: usize = 64;
@@ -68,9 +47,6 @@ pub const IOVECS_PER_WRITE_MAX: usize = 64;
 /// sharing from 512 B (see the README for the figures).
 pub const SHARE_FRAME_BYTES_MIN: usize = 512;
 
-/// The room line-mode clients live in.
-pub const DEFAULT_ROOM: &str = "lobby";
-
 /// How long a new connection may stay silent before it is taken as a line-mode (text) client
 /// and greeted. Binary clients send `HELLO` the moment they connect, so they decide their
 /// dialect by their first byte long before this; a person with `nc` who only listens is greeted
@@ -88,34 +64,14 @@ pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// within idle + probes × interval = 90 s.
 pub const TCP_KEEPALIVE_PROBES: u32 = 3;
 
-/// Most members one `MEMBERS` reply (and a line-mode `/who`) lists; the total is always given.
-pub const MEMBERS_LISTED_MAX: usize = 256;
-
-/// Most rooms one `ROOM_LIST` reply (and a line-mode `/rooms`) lists; the total is always given.
-pub const ROOMS_LISTED_MAX: usize = 256;
-
 /// Most presence entries (one per member of a room, cluster-wide) one core keeps; entries
 /// from peers beyond it are not stored, so `/who` shows fewer members than there are.
 pub const PRESENCE_ENTRIES_MAX: usize = 1_000_000;
 
-const _: () = assert!(PAYLOAD_BYTES_MAX + MESSAGE_FIELDS_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
-const _: () = assert!(FRAME_BODY_BYTES_MAX < (1 << 24), "binary frames must start with 0x00");
-const _: () = assert!(1 + ROOM_NAME_BYTES_MAX + PAYLOAD_BYTES_MAX <= FRAME_BODY_BYTES_MAX);
-const _: () = assert!(LINE_BYTES_MAX <= PAYLOAD_BYTES_MAX);
-const _: () = assert!(DEFAULT_ROOM.len() <= ROOM_NAME_BYTES_MAX);
-const _: () = assert!(ROOM_NAME_BYTES_MAX <= u8::MAX as usize, "room names have a one-byte length");
-const _: () = assert!(USER_NAME_BYTES_MAX <= u8::MAX as usize, "user names have a one-byte length");
 const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN_MAX);
+
 const _: () = assert!(OUTPUT_BYTES_MAX >= HEADER_BYTES + FRAME_BODY_BYTES_MAX);
-const _: () = assert!(
-    1 + ROOM_NAME_BYTES_MAX + 4 + 2 + MEMBERS_LISTED_MAX * (8 + 1 + USER_NAME_BYTES_MAX) <= FRAME_BODY_BYTES_MAX,
-    "a MEMBERS reply fits one frame"
-);
-const _: () = assert!(
-    4 + 2 + ROOMS_LISTED_MAX * (1 + ROOM_NAME_BYTES_MAX + 4) <= FRAME_BODY_BYTES_MAX,
-    "a ROOM_LIST reply fits one frame"
-);
-const _: () = assert!(MEMBERS_LISTED_MAX <= u16::MAX as usize && ROOMS_LISTED_MAX <= u16::MAX as usize);
+
 const _: () = assert!(LINE_MODE_SILENCE.as_millis() < HANDSHAKE_TIMEOUT.as_millis());
 
 /// How long accepting pauses after the process ran out of file descriptors (client and node
@@ -142,3 +98,81 @@ pub const NODE_LINK_UNSENT_BYTES_MAX: u32 = 128 * 1024;
 
 /// Bytes queued on one peer link before further forwards to that peer are dropped.
 pub const LINK_OUTPUT_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+// ----- moved here from the modules that use them -----
+
+/// First redial delay after a link to a node fails.
+pub const REDIAL_DELAY_MIN: Duration = Duration::from_millis(100);
+
+/// Longest redial delay; with jitter a healed network is used again within about this long.
+pub const REDIAL_DELAY_MAX: Duration = Duration::from_secs(2);
+
+/// Silence on a node link after which the gateway pings it.
+pub const LINK_PING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Silence on a node link after which it is declared down (crash, partition, blackhole).
+pub const LINK_SILENCE_MAX: Duration = Duration::from_secs(3);
+
+/// A node link that has not finished its handshake in this long is dropped.
+pub const LINK_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest cluster secret read from `--cluster-secret-file`.
+pub const SECRET_BYTES_MAX: usize = 4096;
+
+/// Bytes one link may have in flight (sent, not yet taken by the peer).
+pub const MAIL_IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Frame-length slots an idle outbox may keep allocated.
+pub const IDLE_FRAME_LENS_MAX: usize = 64;
+
+/// Bytes reserved at a time for encoding publishes, so small frames share one allocation.
+pub const ENCODE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Readiness events taken from the kernel per `poll`.
+pub const EVENTS_PER_POLL: usize = 1024;
+
+/// Default listen backlog (the kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+/// Longest HTTP request head accepted; longer gets 400.
+pub const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// Metrics connections served at once; more are refused (closed at accept).
+pub const METRICS_CONNECTIONS_MAX: usize = 64;
+
+/// How long a scraper has to send its request and read the answer.
+pub const METRICS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `/connz` and `/roomz` wait for every core's answer before giving up with 503.
+pub const INTROSPECTION_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// Rows in a `/connz` or `/roomz` page when `limit` is not given.
+pub const INTROSPECTION_LIMIT_DEFAULT: usize = 256;
+
+/// Most rows in one page; a larger `limit` is cut to this (the answer says which limit held).
+pub const INTROSPECTION_LIMIT_MAX: usize = 1024;
+
+/// `/connz` and `/roomz` requests waiting at once; more get 503 (each may hold megabytes).
+pub const INTROSPECTIONS_WAITING_MAX: usize = 16;
+
+/// A resolved host name is resolved again this often, to find nodes added behind it.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// After the first warning about failed dials to an address, at most one per this long.
+pub const DIAL_WARN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Most addresses whose failures are remembered for rate-limiting warnings.
+pub const WARN_RUNS_MAX: usize = 1024;
+
+const _: () = assert!(MAIL_IN_FLIGHT_BYTES_MAX <= LINK_OUTPUT_BYTES_MAX, "a sibling's queue holds what is in flight");
+const _: () = assert!(REDIAL_DELAY_MIN.as_millis() <= REDIAL_DELAY_MAX.as_millis());
+const _: () = assert!(
+    LINK_PING_INTERVAL.as_millis() < LINK_SILENCE_MAX.as_millis(),
+    "a live link pings before it is called silent"
+);
+const _: () = assert!(LINK_SILENCE_MAX.as_millis() <= LINK_HANDSHAKE_TIMEOUT.as_millis());
+const _: () = assert!(
+    INTEREST_ACK_WAIT_MAX.as_millis() < LINK_SILENCE_MAX.as_millis(),
+    "a JOIN never waits for a link about to be cut"
+);
+const _: () = assert!(INTROSPECTION_LIMIT_DEFAULT <= INTROSPECTION_LIMIT_MAX);

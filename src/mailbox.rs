@@ -15,9 +15,7 @@ use std::sync::Arc;
 use mio::Waker;
 
 use crate::interest::PeerId;
-
-/// Bytes one link may have in flight (sent, not yet taken by the peer).
-pub const MAIL_IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
+pub use crate::limits::MAIL_IN_FLIGHT_BYTES_MAX;
 
 /// One batch of encoded peer frames, from the peer the receiver knows as `from`.
 #[derive(Debug)]

@@ -39,7 +39,7 @@ enum Command {
     /// Chat from the terminal: type lines, read everyone else's.
     Chat(chat::ChatArgs),
     /// Load-test a server (fanout, NATS or Redis pub/sub): throughput, latency, loss.
-    Bench(fanout::bench::BenchArgs),
+    Bench(fanout_bench::BenchArgs),
     /// Print a shell completion script, e.g. `fanout completions bash > /etc/bash_completion.d/fanout`.
     Completions {
         /// The shell to complete for.
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     match Cli::parse_from(&argv).command {
         Command::Serve(_) => serve(argv),
         Command::Chat(args) => chat::run(&args),
-        Command::Bench(args) => fanout::bench::run(args),
+        Command::Bench(args) => fanout_bench::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "fanout", &mut std::io::stdout());
             ExitCode::SUCCESS

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,13 +18,9 @@ use bytes::Bytes;
 use mio::Waker;
 
 use crate::error::ErrorCode;
+pub use crate::limits::HTTP_REQUEST_BYTES_MAX;
+pub use crate::limits::METRICS_CONNECTIONS_MAX;
 use crate::session::Mode;
-
-/// Longest HTTP request head accepted; longer gets 400.
-pub const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
-
-/// Metrics connections served at once; more are refused (closed at accept).
-pub const METRICS_CONNECTIONS_MAX: usize = 64;
 
 /// The version in `fanout_build_info`.
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -564,6 +560,53 @@ pub fn response(status: &str, content_type: &str, body: &[u8], with_body: bool) 
         out.extend_from_slice(body);
     }
     out
+}
+
+/// Where a server is in its life, as `/healthz` and `/readyz` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthState {
+    /// Bound, but not every reactor runs yet: 503.
+    Starting,
+    /// Every reactor runs: 200.
+    Serving,
+    /// Taken out of service (lame duck) and about to stop: 503, so load balancers move on.
+    Draining,
+}
+
+/// The server's health, one small atomic shared by the server (which sets it) and the metrics
+/// endpoint (which reports it): an operator's load balancer asks it, so it must never wait.
+#[derive(Debug)]
+pub struct Health {
+    state: AtomicU8,
+}
+
+impl Health {
+    /// A server that is starting.
+    pub(crate) fn new() -> Self {
+        Self { state: AtomicU8::new(HealthState::Starting as u8) }
+    }
+
+    /// What `/healthz` reports now.
+    pub fn state(&self) -> HealthState {
+        match self.state.load(Ordering::Acquire) {
+            0 => HealthState::Starting,
+            1 => HealthState::Serving,
+            _ => HealthState::Draining,
+        }
+    }
+
+    /// Every reactor runs: serving, unless draining began first (draining never goes back).
+    pub(crate) fn set_serving(&self) {
+        let (starting, serving) = (HealthState::Starting as u8, HealthState::Serving as u8);
+        let _ = self.state.compare_exchange(starting, serving, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Takes the server out of service: `/healthz` and `/readyz` answer 503 from now on. For the
+    /// lame-duck drain, which stops accepting and moves clients away before the process exits.
+    #[allow(dead_code, reason = "the lame-duck drain (issue 14, item 6) is its caller")]
+    pub(crate) fn set_draining(&self) {
+        self.state.store(HealthState::Draining as u8, Ordering::Release);
+    }
 }
 
 #[cfg(test)]

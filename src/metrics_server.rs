@@ -35,22 +35,27 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token, Waker};
 use slab::Slab;
 
+use crate::error::bind_error;
 use crate::hub::Hub;
+pub use crate::limits::INTROSPECTIONS_WAITING_MAX;
+pub use crate::limits::INTROSPECTION_LIMIT_DEFAULT;
+pub use crate::limits::INTROSPECTION_LIMIT_MAX;
+pub use crate::limits::INTROSPECTION_WAIT_MAX;
+pub use crate::limits::METRICS_REQUEST_TIMEOUT;
 use crate::link::LinkClass;
 use crate::metrics::{
     parse_request, process_stats, query_value, render, request_query, response, ConnRow, CoreReport, HttpRequest,
     IntrospectionAsk, NodeLinkHeard, OpenFdCounter, ProcessStats, ReactorMetrics, ServerNumbers,
     HTTP_REQUEST_BYTES_MAX, METRICS_CONNECTIONS_MAX,
 };
-use crate::reactor::bind_error;
-use crate::server::{Health, HealthState};
+use crate::metrics::{Health, HealthState};
 use crate::session::Mode;
 
 /// Names the metrics listener in its bind errors.
@@ -59,16 +64,6 @@ const METRICS_LISTENER_NAME: &str = "metrics listener (--metrics)";
 pub const METRICS_LISTENER: Token = Token(usize::MAX - 4);
 /// Metrics connections take tokens from here up (far above any client connection's key).
 const METRICS_TOKEN_BASE: usize = usize::MAX - 4096;
-/// How long a scraper has to send its request and read the answer.
-pub const METRICS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long `/connz` and `/roomz` wait for every core's answer before giving up with 503.
-pub const INTROSPECTION_WAIT_MAX: Duration = Duration::from_secs(2);
-/// Rows in a `/connz` or `/roomz` page when `limit` is not given.
-pub const INTROSPECTION_LIMIT_DEFAULT: usize = 256;
-/// Most rows in one page; a larger `limit` is cut to this (the answer says which limit held).
-pub const INTROSPECTION_LIMIT_MAX: usize = 1024;
-/// `/connz` and `/roomz` requests waiting at once; more get 503 (each may hold megabytes).
-pub const INTROSPECTIONS_WAITING_MAX: usize = 16;
 
 const _: () = assert!(INTROSPECTION_WAIT_MAX.as_millis() < METRICS_REQUEST_TIMEOUT.as_millis());
 const _: () = assert!(METRICS_CONNECTIONS_MAX <= 1024, "metrics tokens span 1024 keys");
@@ -622,6 +617,8 @@ fn json_list<S: AsRef<str>>(out: &mut String, items: impl Iterator<Item = S>) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::hub::HubConfig;
     use mio::{Events, Poll};

@@ -11,10 +11,8 @@ use std::io::{self, IoSlice, Write};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::limits::IDLE_FRAME_LENS_MAX;
 use crate::limits::{IOVECS_PER_WRITE_MAX, SHARE_FRAME_BYTES_MIN};
-
-/// Frame-length slots an idle outbox may keep allocated.
-const IDLE_FRAME_LENS_MAX: usize = 64;
 
 /// Bytes queued for one connection, oldest first.
 #[derive(Debug, Default)]

@@ -29,20 +29,19 @@ use crate::limits::{
 use crate::mailbox::{MailLink, Mailbox};
 
 mod cluster;
+use crate::error::bind_error;
+use crate::limits::EVENTS_PER_POLL;
+use crate::metrics::Health;
 use crate::metrics::{ConnRow, CoreReport, IntrospectionAsk, ReactorMetrics, Snapshot};
 use crate::metrics_server::{CoreHandle, MetricsEndpoint};
 use crate::outbox::Flush;
 use crate::router::ConnKey;
-use crate::server::Health;
 use cluster::cluster_token;
 pub use cluster::{LinkIo, TcpLink};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
-
-/// Readiness events taken from the kernel per `poll`.
-const EVENTS_PER_POLL: usize = 1024;
 
 /// A connection's socket, what the reactor knows of its registration, and what `/connz` shows
 /// that only the reactor sees (counted in the read path, once per read, not per message).
@@ -608,17 +607,6 @@ fn seconds_since(start: Instant, now: Instant) -> u32 {
 
 /// Names the client listener in its bind errors.
 pub(crate) const CLIENT_LISTENER_NAME: &str = "client listener (--listen)";
-
-/// Turns a failed bind or listen of the listener `name` on `addr` into an error that names
-/// both, keeping its kind: a server has up to three listeners, and the operator must learn
-/// which one's address is taken.
-pub(crate) fn bind_error(name: &str, addr: SocketAddr, e: io::Error) -> io::Error {
-    let text = match e.kind() {
-        io::ErrorKind::AddrInUse => format!("{name}: address {addr} is already in use"),
-        _ => format!("{name}: cannot listen on {addr}: {e}"),
-    };
-    io::Error::new(e.kind(), text)
-}
 
 /// Fails with `AddrInUse` when a socket of another process already listens on `addr`, whether
 /// or not it set SO_REUSEPORT. Call it before binding the reactors' shared listeners.

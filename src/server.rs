@@ -8,15 +8,17 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::codec::peer::is_valid_cluster_addr;
 use crate::config::{ClusterConfig, ServerConfig};
+use crate::error::bind_error;
 use crate::hub::{Gateway, MAX_CORE_ID};
 use crate::mailbox::MailLink;
-use crate::reactor::{bind_error, refuse_taken_address, Reactor, StopHandle};
+pub use crate::metrics::{Health, HealthState};
+use crate::reactor::{refuse_taken_address, Reactor, StopHandle};
 use crate::rng::{OsRandom, RandomSource};
 
 /// Names the cluster listener in its bind errors.
@@ -27,53 +29,6 @@ pub struct Server {
     reactors: Vec<Reactor>,
     stop: StopHandle,
     health: Arc<Health>,
-}
-
-/// Where a server is in its life, as `/healthz` and `/readyz` report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthState {
-    /// Bound, but not every reactor runs yet: 503.
-    Starting,
-    /// Every reactor runs: 200.
-    Serving,
-    /// Taken out of service (lame duck) and about to stop: 503, so load balancers move on.
-    Draining,
-}
-
-/// The server's health, one small atomic shared by the server (which sets it) and the metrics
-/// endpoint (which reports it): an operator's load balancer asks it, so it must never wait.
-#[derive(Debug)]
-pub struct Health {
-    state: AtomicU8,
-}
-
-impl Health {
-    /// A server that is starting.
-    pub(crate) fn new() -> Self {
-        Self { state: AtomicU8::new(HealthState::Starting as u8) }
-    }
-
-    /// What `/healthz` reports now.
-    pub fn state(&self) -> HealthState {
-        match self.state.load(Ordering::Acquire) {
-            0 => HealthState::Starting,
-            1 => HealthState::Serving,
-            _ => HealthState::Draining,
-        }
-    }
-
-    /// Every reactor runs: serving, unless draining began first (draining never goes back).
-    pub(crate) fn set_serving(&self) {
-        let (starting, serving) = (HealthState::Starting as u8, HealthState::Serving as u8);
-        let _ = self.state.compare_exchange(starting, serving, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    /// Takes the server out of service: `/healthz` and `/readyz` answer 503 from now on. For the
-    /// lame-duck drain, which stops accepting and moves clients away before the process exits.
-    #[allow(dead_code, reason = "the lame-duck drain (issue 14, item 6) is its caller")]
-    pub(crate) fn set_draining(&self) {
-        self.state.store(HealthState::Draining as u8, Ordering::Release);
-    }
 }
 
 impl Server {

@@ -14,7 +14,7 @@ use crate::codec::{
     ClientFrame, FrameDecoder, HELLO_FLAG_ECHO, JOIN_FLAG_PRESENCE, JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION,
 };
 use crate::error::{DecodeError, ErrorCode};
-use crate::limits::{DEFAULT_ROOM, LINE_MODE_SILENCE, ROOM_NAME_BYTES_MAX, USER_NAME_BYTES_MAX};
+use crate::limits::{DEFAULT_ROOM, LINE_MODE_SILENCE};
 
 /// Which dialect a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,16 +459,7 @@ fn trim(text: &Bytes) -> Bytes {
     text.slice(start..end.max(start))
 }
 
-/// Whether `name` follows the user-name rules of `protocol.md`.
-pub fn valid_user_name(name: &[u8]) -> bool {
-    (1..=USER_NAME_BYTES_MAX).contains(&name.len())
-        && name.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-/// Whether `room` follows the room-name rules of `protocol.md`.
-pub fn valid_room_name(room: &[u8]) -> bool {
-    (1..=ROOM_NAME_BYTES_MAX).contains(&room.len()) && room.iter().all(|&b| (0x21..=0x7E).contains(&b))
-}
+pub use fanout_proto::names::{valid_room_name, valid_user_name};
 
 pub(crate) fn check_room(room: &[u8]) -> Result<(), Fault> {
     if valid_room_name(room) {

@@ -14,8 +14,9 @@ use support::Server;
 /// Half-open connections the test opens to the cluster port (well over the cap).
 const SILENT: usize = 200;
 
-/// How soon a connection over the cap must be closed (the handshake timeout is 5 s, silence 3 s).
-const CLOSED_WITHIN: Duration = Duration::from_secs(1);
+/// How soon a connection over the cap must be closed: before the 3 s silence cut (and the 5 s
+/// handshake timeout) could be what closes it, with room for a loaded machine.
+const CLOSED_WITHIN: Duration = Duration::from_millis(2500);
 
 fn node(secret: &std::path::Path, id: u16, peers: &[SocketAddr]) -> (Server, SocketAddr) {
     let args = support::cluster::node_args(1, "127.0.0.1:0", secret, id, peers, &[]);

@@ -22,20 +22,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Redial, LINK_HANDSHAKE_TIMEOUT};
 use crate::interest::PeerId;
+pub use crate::limits::DIAL_WARN_INTERVAL;
+pub use crate::limits::RESOLVE_INTERVAL;
+use crate::limits::WARN_RUNS_MAX;
 use crate::rng::Rng;
-
-/// A resolved host name is resolved again this often, to find nodes added behind it.
-pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
-
-/// After the first warning about failed dials to an address, at most one per this long.
-pub const DIAL_WARN_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Most addresses whose failures are remembered for rate-limiting warnings.
-const WARN_RUNS_MAX: usize = 1024;
 
 /// A dial the reactor is to start now.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,11 +64,12 @@ pub(super) enum Waiter {
 /// One room's announcements still waiting for acks, and who waits for them.
 #[derive(Debug, Default)]
 pub(super) struct PendingInterest {
-    /// (peer, token, peer's class) not yet acknowledged.
     /// (peer, token, peer's class, when to stop waiting for it: set from the hub's clock, or at
     /// the next tick if no input has brought the time yet).
     awaiting: Vec<(PeerId, u64, LinkClass, Option<Instant>)>,
-    waiters: Vec<Waiter>,
+    /// Who waits, each with its own bound: acks awaited for links that formed after a waiter
+    /// came (a re-announcement) must not hold it longer than its own wait.
+    waiters: Vec<(Waiter, Option<Instant>)>,
 }
 
 impl PendingInterest {
@@ -276,7 +277,7 @@ impl<T, L> Hub<T, L> {
                 let waited = self
                     .pending
                     .values()
-                    .any(|p| p.waiters.iter().any(|w| matches!(w, Waiter::Conn(k, s) if *k == key && *s == sid)));
+                    .any(|p| p.waiters.iter().any(|(w, _)| matches!(w, Waiter::Conn(k, s) if *k == key && *s == sid)));
                 assert!(waited, "connection {key} waits for a JOINED nobody will send");
             }
         }
@@ -371,7 +372,10 @@ impl<T, L> Hub<T, L> {
                 if token != 0 {
                     let class = self.links[peer].class;
                     match self.pending.get_mut(&room[..]).filter(|p| p.waits_for(class.other())) {
-                        Some(pending) => pending.waiters.push(Waiter::Ack(peer, token, class)),
+                        Some(pending) => {
+                            let give_up_at = self.clock.map(|clock| clock + INTEREST_ACK_WAIT_MAX);
+                            pending.waiters.push((Waiter::Ack(peer, token, class), give_up_at));
+                        }
                         None => self.send_to_peer(peer, |dst| encode_nonce(dst, peer_type::INTEREST_ACK, token)),
                     }
                 }
@@ -518,7 +522,8 @@ impl<T, L> Hub<T, L> {
             self.update_announcements(room);
         }
         if let Some(pending) = self.pending.get_mut(room).filter(|p| !p.awaiting.is_empty()) {
-            pending.waiters.push(Waiter::Conn(key, self.conns[key].session.session_id()));
+            let give_up_at = self.clock.map(|clock| clock + INTEREST_ACK_WAIT_MAX);
+            pending.waiters.push((Waiter::Conn(key, self.conns[key].session.session_id()), give_up_at));
             self.conns[key].awaiting_joined = true;
             // Nothing reaches it before its JOINED (a forward still in flight for an earlier
             // life of the room, say): its guarantees start there.
@@ -601,13 +606,13 @@ impl<T, L> Hub<T, L> {
                 return true;
             }
             let waiters = std::mem::take(&mut pending.waiters);
-            let (go, stay): (Vec<Waiter>, Vec<Waiter>) = waiters.into_iter().partition(|w| match w {
+            let (go, stay): (Vec<_>, Vec<_>) = waiters.into_iter().partition(|(w, _)| match w {
                 Waiter::Conn(..) => pending.awaiting.is_empty(),
                 Waiter::Ack(_, _, class) => !pending.waits_for(class.other()),
             });
             pending.waiters = stay;
             if !go.is_empty() {
-                ready.push((room.clone(), go));
+                ready.push((room.clone(), go.into_iter().map(|(w, _)| w).collect::<Vec<_>>()));
             }
             !pending.awaiting.is_empty()
         });
@@ -761,6 +766,25 @@ impl<T, L> Hub<T, L> {
                     None => *give_up_at = Some(now + INTEREST_ACK_WAIT_MAX),
                 }
             }
+        }
+        // And every waiter's own wait: acks awaited from links that formed after it came do not
+        // hold it past its bound either.
+        let mut overdue: Vec<(Bytes, Vec<Waiter>)> = Vec::new();
+        for (room, pending) in &mut self.pending {
+            let waiters = std::mem::take(&mut pending.waiters);
+            let (late, keep): (Vec<_>, Vec<_>) =
+                waiters.into_iter().partition(|(_, at)| at.is_some_and(|at| at <= now));
+            pending.waiters = keep;
+            for (_, at) in &mut pending.waiters {
+                at.get_or_insert(now + INTEREST_ACK_WAIT_MAX);
+            }
+            if !late.is_empty() {
+                overdue.push((room.clone(), late.into_iter().map(|(w, _)| w).collect()));
+            }
+        }
+        for (room, waiters) in overdue {
+            self.stats.interest_acks_timed_out += 1;
+            self.release(&room, waiters);
         }
         for (peer, token) in expired {
             let name = self.link_name(peer);

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use crate::codec::{ClientFrame, Hello, Message, ServerFrame, HELLO_FLAG_ECHO, JOIN_FLAG_SEND_ONLY};
 use crate::limits::HEADER_BYTES;
+use crate::session::Timeouts;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -513,7 +514,7 @@ fn take_to_flush_lists_each_connection_once_per_call() {
     let mut keys = to_flush(&mut hub);
     keys.sort_unstable();
     assert_eq!(keys, vec![a, b, c]);
-    assert_eq!(to_flush(&mut hub), vec![], "nothing new since the last call");
+    assert_eq!(to_flush(&mut hub), Vec::<ConnKey>::new(), "nothing new since the last call");
     send(&mut hub, b, &encode(ClientFrame::Ping(1)), now);
     assert_eq!(to_flush(&mut hub), vec![b], "listed again once it has new bytes");
 }
@@ -544,7 +545,7 @@ fn hangup_finishes_the_connection_and_leaves_its_rooms() {
     hub.handle_hangup(b);
     hub.handle_hangup(b);
     assert_eq!(finished(&mut hub), vec![b], "listed once");
-    assert_eq!(finished(&mut hub), vec![]);
+    assert_eq!(finished(&mut hub), Vec::<ConnKey>::new());
     assert_eq!(hub.room_count(), 1, "solo is gone with its only member");
     send(&mut hub, a, &publish("r", b"x"), now);
     assert_eq!(hub.stats().deliveries, 0);
@@ -553,7 +554,7 @@ fn hangup_finishes_the_connection_and_leaves_its_rooms() {
     assert_eq!(hub.remove(b), None);
     assert_eq!(hub.len(), 1);
     hub.handle_hangup(b);
-    assert_eq!(finished(&mut hub), vec![], "an unknown key is ignored");
+    assert_eq!(finished(&mut hub), Vec::<ConnKey>::new(), "an unknown key is ignored");
 }
 
 #[test]
@@ -590,7 +591,7 @@ fn tick_times_out_a_connection_without_hello_then_finishes_it_after_the_linger()
     assert_eq!(drain(&mut hub, greeted), vec![]);
 
     hub.tick(expired_at + CLOSE_LINGER - MS);
-    assert_eq!(finished(&mut hub), vec![]);
+    assert_eq!(finished(&mut hub), Vec::<ConnKey>::new());
     hub.tick(expired_at + CLOSE_LINGER);
     assert_eq!(finished(&mut hub), vec![silent]);
 }

@@ -3,7 +3,7 @@ use super::*;
 use bytes::BufMut;
 
 use crate::codec::{frame_type, ClientFrame};
-use crate::limits::LINE_BYTES_MAX;
+use crate::limits::{LINE_BYTES_MAX, ROOM_NAME_BYTES_MAX, USER_NAME_BYTES_MAX};
 
 const SESSION_ID: u64 = 7;
 const MS: Duration = Duration::from_millis(1);

@@ -1,4 +1,5 @@
-//! Peer-link frames: what cores (and, later, nodes) say to each other over a [`crate::link`].
+//! Peer-link frames: what cores and nodes say to each other over a peer link (the server's
+//! `link` module).
 //!
 //! They use the client frames' header and decoder (types `0x40`..=`0x7F`), so one framing path
 //! serves every connection kind. A `FORWARD` body is byte for byte a `MESSAGE` body: the

@@ -4,11 +4,11 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{lossy, Incoming};
-use crate::codec::{
+use fanout_proto::codec::{
     encode_publish, frame_type, ClientFrame, FrameDecoder, Hello, ServerFrame, JOIN_FLAG_SEND_ONLY, PROTOCOL_VERSION,
 };
-use crate::error::ErrorCode;
-use crate::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES};
+use fanout_proto::error::ErrorCode;
+use fanout_proto::limits::{FRAME_BODY_BYTES_MAX, HEADER_BYTES};
 
 /// State of one fanout connection: the frame decoder (bounded by the protocol's max body) and
 /// the token its `HELLO` presents.
@@ -101,7 +101,7 @@ fn message_in_place(input: &[u8], sink: &mut dyn FnMut(Incoming<'_>)) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{encode_message, encode_room_reply, frame_type};
+    use fanout_proto::codec::{encode_message, encode_room_reply, frame_type};
 
     fn run(bytes: &[u8]) -> (Result<(), String>, Vec<Incoming<'static>>, usize) {
         let mut wire = FanoutWire::default();

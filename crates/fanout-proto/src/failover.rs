@@ -359,13 +359,13 @@ impl FailoverClient {
     /// Drops the dead connection (keeping what it had already received) and connects to the
     /// next address; queues the failover as an event.
     fn fail_over(&mut self, cause: &ClientError) -> Result<Reconnected, FailoverError> {
+        // No logging here (the client crate has no logger): the failover, its cause and its
+        // attempts are reported to the caller as `FailoverEvent::Reconnected`.
         if let Some(dead) = self.conn.take() {
-            log::warn!("connection to {} lost: {cause}; failing over", self.addrs[self.current]);
             self.salvage(dead);
         }
         let mut reconnected = self.connect_round((self.current + 1) % self.addrs.len())?;
         reconnected.cause = cause.to_string();
-        log::info!("failed over to {} after {} attempts", reconnected.addr, reconnected.attempts);
         self.queued.push_back(FailoverEvent::Reconnected(reconnected.clone()));
         Ok(reconnected)
     }
@@ -409,10 +409,7 @@ impl FailoverClient {
                     self.conn = Some(conn);
                     return Ok(reconnected);
                 }
-                Err(e) => {
-                    log::debug!("connection attempt {} to {addr} failed: {e}", attempt + 1);
-                    last = e;
-                }
+                Err(e) => last = e,
             }
         }
         Err(FailoverError::GaveUp { attempts, last })

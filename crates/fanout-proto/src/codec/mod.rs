@@ -1,5 +1,5 @@
 //! Sans-IO codecs: length-prefixed binary frames ([`FrameDecoder`], [`ClientFrame`],
-//! [`ServerFrame`]) and the line-mode splitter ([`line`]).
+//! [`ServerFrame`]) and the line-mode splitter ([`mod@line`]).
 //!
 //! Decoding works on a `BytesMut` that the caller fills however it likes; a decoded frame's
 //! fields are `Bytes` slices of that buffer, so payloads are never copied. The decoder never

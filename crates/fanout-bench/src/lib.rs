@@ -22,6 +22,9 @@
 //! messages not yet delivered to every subscriber of its room (tracked with shared counters),
 //! so no server is pushed into cutting slow consumers and queues stay bounded.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod args;
 mod cpu;
 mod histogram;

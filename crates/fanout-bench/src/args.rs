@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::payload::STAMP_BYTES;
-use crate::limits::TOKEN_BYTES_MAX;
+use fanout_proto::limits::TOKEN_BYTES_MAX;
 
 /// Largest payload the bench sends: fanout's payload limit, and well under NATS' and Redis'.
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
