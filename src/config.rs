@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub cluster: Option<ClusterConfig>,
     /// What SIGHUP runs (on the reactor that catches signals); without one, SIGHUP only logs.
     pub reload: Option<ReloadHook>,
+    /// Over how long a draining server (SIGUSR2) closes its clients, spread evenly.
+    pub drain_period: Duration,
 }
 
 /// What SIGHUP runs: re-reads the files the server was started from and applies what may change
@@ -200,7 +202,15 @@ pub use crate::error::ConfigError;
 impl ServerConfig {
     /// The defaults, listening on `listen`.
     pub fn new(listen: SocketAddr) -> Self {
-        Self { listen, backlog: DEFAULT_BACKLOG, hub: HubConfig::default(), metrics: None, cluster: None, reload: None }
+        Self {
+            listen,
+            backlog: DEFAULT_BACKLOG,
+            hub: HubConfig::default(),
+            metrics: None,
+            cluster: None,
+            reload: None,
+            drain_period: crate::limits::DRAIN_PERIOD,
+        }
     }
 
     /// Checks the relations between settings that the types cannot.

@@ -207,6 +207,8 @@ pub struct Hub<T, L = ()> {
     slow: Vec<ConnKey>,
     /// Connections not yet decided, in accept order (so by deadline): (deadline, key, session).
     undecided: VecDeque<(Instant, ConnKey, u64)>,
+    /// Draining: when each connection is to be told `DRAINING` and closed, earliest first.
+    drain: VecDeque<(Instant, ConnKey, u64)>,
     presence: Presence,
     /// Nonces and seeds: the OS for a server, a seed for a simulation.
     random: Box<dyn RandomSource>,
@@ -244,6 +246,7 @@ impl<T, L> Hub<T, L> {
             finished: Vec::new(),
             slow: Vec::new(),
             undecided: VecDeque::new(),
+            drain: VecDeque::new(),
             presence: Presence::new(PRESENCE_ENTRIES_MAX),
             random: Box::new(OsRandom),
             clock: None,
@@ -303,7 +306,40 @@ impl<T, L> Hub<T, L> {
     /// The next moment a silent connection is due to be taken as line mode, if any: the
     /// reactor wakes then and calls [`Hub::expire_silent`] (the periodic tick is too coarse).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.undecided.front().map(|(deadline, _, _)| *deadline)
+        let silent = self.undecided.front().map(|(deadline, _, _)| *deadline);
+        let drain = self.drain.front().map(|(deadline, _, _)| *deadline);
+        match (silent, drain) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes the server out of service: every open connection is told `DRAINING` and closed, at
+    /// moments spread evenly over `period` from `now` (a client that reconnects elsewhere at
+    /// once then arrives there a few at a time). The reactor stops accepting first.
+    pub fn start_drain(&mut self, now: Instant, period: std::time::Duration) {
+        let open: Vec<(ConnKey, u64)> =
+            self.conns.iter().filter(|(_, c)| !c.is_closing()).map(|(k, c)| (k, c.session_id())).collect();
+        let count = open.len().max(1) as u32;
+        self.drain = open
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, session))| (now + period / count * i as u32, key, session))
+            .collect();
+        self.clock = Some(now);
+    }
+
+    /// Closes the connections whose drain moment has come; see [`Hub::start_drain`].
+    pub fn expire_drain(&mut self, now: Instant) {
+        while let Some(&(at, key, session)) = self.drain.front() {
+            if at > now {
+                return;
+            }
+            self.drain.pop_front();
+            if self.conns.get(key).is_some_and(|c| c.session_id() == session && !c.is_closing()) {
+                self.close(key, ErrorCode::Draining, "the server is draining: reconnect to another", now);
+            }
+        }
     }
 
     /// Takes every connection that stayed silent for the line-mode silence as a line-mode
@@ -661,7 +697,7 @@ impl<T, L> Hub<T, L> {
     fn close(&mut self, key: ConnKey, code: ErrorCode, text: &str, now: Instant) {
         let conn = &self.conns[key];
         let (session, who) = (conn.session.session_id(), conn.label());
-        if code == ErrorCode::ShuttingDown {
+        if matches!(code, ErrorCode::ShuttingDown | ErrorCode::Draining) {
             log::debug!("closing connection {key} {who} (session {session}): {code}: {text}");
         } else {
             log::info!("closing connection {key} {who} (session {session}): {code}: {text}");

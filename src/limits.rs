@@ -17,6 +17,10 @@ pub const ROOMS_PER_CONNECTION_MAX: usize = 64;
 /// Default limit on bytes queued for one connection before it is cut as a slow consumer.
 pub const OUTPUT_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Default time over which a draining server (SIGUSR2) closes its clients with `DRAINING`, spread
+/// evenly, so that they reconnect elsewhere a few at a time rather than all at once.
+pub const DRAIN_PERIOD: Duration = Duration::from_secs(5);
+
 /// Default limit on concurrent client connections per server.
 pub const CONNECTIONS_MAX: usize = 100_000;
 

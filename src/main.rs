@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Further silence after a ping before the client is closed, in milliseconds.
     #[arg(long, default_value_t = limits::PING_TIMEOUT.as_millis() as u64)]
     ping_timeout_ms: u64,
+    /// On SIGUSR2 (lame duck), close the clients with DRAINING spread over this long, in
+    /// milliseconds, then exit 0.
+    #[arg(long, default_value_t = limits::DRAIN_PERIOD.as_millis() as u64)]
+    drain_period_ms: u64,
     /// Require clients to present one of the tokens in this file (one per line) in HELLO; SIGHUP
     /// reads it again.
     #[arg(long)]
@@ -346,6 +350,7 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
     config.hub.timeouts.ping_interval = Duration::from_millis(args.ping_interval_ms);
     config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
     config.metrics = args.metrics;
+    config.drain_period = Duration::from_millis(args.drain_period_ms);
     if let Some(path) = &args.token_file {
         config.hub.tokens = Some(Tokens::read(path)?);
     }

@@ -586,6 +586,11 @@ impl Health {
         Self { state: AtomicU8::new(HealthState::Starting as u8) }
     }
 
+    /// True once the server is being taken out of service.
+    pub fn is_draining(&self) -> bool {
+        self.state() == HealthState::Draining
+    }
+
     /// What `/healthz` reports now.
     pub fn state(&self) -> HealthState {
         match self.state.load(Ordering::Acquire) {
@@ -603,7 +608,6 @@ impl Health {
 
     /// Takes the server out of service: `/healthz` and `/readyz` answer 503 from now on. For the
     /// lame-duck drain, which stops accepting and moves clients away before the process exits.
-    #[allow(dead_code, reason = "the lame-duck drain (issue 14, item 6) is its caller")]
     pub(crate) fn set_draining(&self) {
         self.state.store(HealthState::Draining as u8, Ordering::Release);
     }

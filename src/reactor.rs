@@ -64,12 +64,34 @@ pub struct ConnSocket {
 pub struct StopHandle {
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
+    health: Option<Arc<Health>>,
 }
 
 impl StopHandle {
     /// A handle that sets `stop` and wakes every one of `wakers`.
     pub(crate) fn new(stop: Arc<AtomicBool>, wakers: Vec<Arc<Waker>>) -> Self {
-        Self { stop, wakers }
+        Self { stop, wakers, health: None }
+    }
+
+    /// The same handle, able to drain the server whose health it is given.
+    pub(crate) fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// Takes the server out of service (lame duck, SIGUSR2): `/healthz` answers 503, the
+    /// reactors stop accepting and close their clients with `DRAINING` over the drain period,
+    /// then return.
+    pub fn drain(&self) {
+        let Some(health) = &self.health else {
+            return;
+        };
+        health.set_draining();
+        for waker in &self.wakers {
+            if let Err(e) = waker.wake() {
+                log::error!("could not wake a reactor to drain it: {e}");
+            }
+        }
     }
 
     /// Asks every reactor to close its connections with `SHUTTING_DOWN` and return.
@@ -104,6 +126,12 @@ pub struct Reactor {
     started: Instant,
     /// The generation of the last introspection ask answered.
     introspection_answered: u64,
+    /// The server's health, watched for draining (set by the server).
+    health: Option<Arc<Health>>,
+    /// On the reactor that takes signals: what SIGUSR2 drains.
+    lifecycle: Option<StopHandle>,
+    /// When this reactor began draining.
+    drained_since: Option<Instant>,
 }
 
 /// What the reactor itself counts (the hub counts the rest).
@@ -146,12 +174,21 @@ impl Reactor {
             counters: Counters::default(),
             started: Instant::now(),
             introspection_answered: 0,
+            health: None,
+            lifecycle: None,
+            drained_since: None,
         })
     }
 
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Watches `health` for draining; with `lifecycle`, this reactor's SIGUSR2 drains the server.
+    pub(crate) fn set_lifecycle(&mut self, health: Arc<Health>, lifecycle: Option<StopHandle>) {
+        self.health = Some(health);
+        self.lifecycle = lifecycle;
     }
 
     /// A handle that stops this reactor from another thread.
@@ -195,8 +232,8 @@ impl Reactor {
     /// `catch_signals`, SIGHUP runs the configured reload instead of killing the process.
     pub fn run(mut self, catch_signals: bool) -> io::Result<()> {
         let mut signals = if catch_signals {
-            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2])?;
             self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
         } else {
@@ -245,6 +282,11 @@ impl Reactor {
                             for signal in signals.pending() {
                                 if signal == signal_hook::consts::SIGHUP {
                                     self.reload();
+                                } else if signal == signal_hook::consts::SIGUSR2 {
+                                    log::info!("SIGUSR2: draining over {:?}", self.config.drain_period);
+                                    if let Some(lifecycle) = &self.lifecycle {
+                                        lifecycle.drain();
+                                    }
                                 } else {
                                     log::info!("signal {signal}: shutting down");
                                     stopping = true;
@@ -266,8 +308,12 @@ impl Reactor {
                 self.accept_paused_until = None;
                 self.accept_all(now);
             }
+            if self.drained_since.is_none() && self.health.as_ref().is_some_and(|h| h.is_draining()) {
+                self.start_drain(now);
+            }
             // Before reading: a silent connection due to join the room now gets this turn's messages.
             self.hub.expire_silent(now);
+            self.hub.expire_drain(now);
             std::mem::swap(&mut keys, &mut self.read_queue);
             for key in keys.drain(..) {
                 self.read(key, now);
@@ -300,7 +346,21 @@ impl Reactor {
                 log::info!("stopped with {} connections closed", self.hub.len());
                 return Ok(());
             }
+            if self.drained_since.is_some_and(|since| now >= since + self.config.drain_period) && self.hub.is_empty() {
+                log::info!("drained: every client was moved away");
+                return Ok(());
+            }
         }
+    }
+
+    /// Stops accepting and schedules every client's `DRAINING` over the drain period.
+    fn start_drain(&mut self, now: Instant) {
+        self.drained_since = Some(now);
+        if let Err(e) = self.poll.registry().deregister(&mut self.listener) {
+            log::warn!("draining: could not stop accepting: {e}");
+        }
+        log::info!("draining: {} connections to move within {:?}", self.hub.len(), self.config.drain_period);
+        self.hub.start_drain(now, self.config.drain_period);
     }
 
     /// SIGHUP: runs the reload the server was configured with. It touches only what is shared

@@ -117,7 +117,11 @@ impl Server {
             let needs_node_link = config.cluster.as_ref().is_some_and(|c| !c.peers.is_empty());
             reactors[0].serve_metrics(addr, cores, health.clone(), needs_node_link)?;
         }
-        Ok(Self { reactors, stop: StopHandle::new(stop, wakers), health })
+        let stop = StopHandle::new(stop, wakers).with_health(health.clone());
+        for (core, reactor) in reactors.iter_mut().enumerate() {
+            reactor.set_lifecycle(health.clone(), (core == 0).then(|| stop.clone()));
+        }
+        Ok(Self { reactors, stop, health })
     }
 
     /// The server's health, for whatever takes it out of service (the lame-duck drain calls

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     LineTooLong = 12,
     /// A `PUBLISH` payload is longer than the limit.
     PayloadTooLarge = 13,
+    /// The server is being taken out of service (lame duck): reconnect to another.
+    Draining = 14,
     /// A room name breaks the room rules.
     InvalidRoom = 256,
     /// A `JOIN` would pass the rooms-per-connection limit.
@@ -44,7 +46,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation checks.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::MalformedFrame,
         Self::FrameTooLarge,
         Self::UnknownFrameType,
@@ -58,6 +60,7 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::LineTooLong,
         Self::PayloadTooLarge,
+        Self::Draining,
         Self::InvalidRoom,
         Self::TooManyRooms,
         Self::NotAMember,
@@ -85,6 +88,7 @@ impl ErrorCode {
             Self::Unauthorized => "UNAUTHORIZED",
             Self::LineTooLong => "LINE_TOO_LONG",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::Draining => "DRAINING",
             Self::InvalidRoom => "INVALID_ROOM",
             Self::TooManyRooms => "TOO_MANY_ROOMS",
             Self::NotAMember => "NOT_A_MEMBER",
