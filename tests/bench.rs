@@ -176,6 +176,8 @@ fn bench_against_a_live_server_counts_exactly_and_prints_json() {
         .expect("run fanout bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "bench failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    // With --json, stdout is the JSON and nothing else (the table goes to stderr): `| jq` works.
+    assert_eq!(stdout.lines().count(), 1, "stdout holds more than the JSON line:\n{stdout}");
     let last = stdout.lines().last().expect("some output");
     let Json::Object(report) = Parser::parse(last).unwrap_or_else(|e| panic!("invalid JSON ({e}): {last}")) else {
         panic!("the last line is not a JSON object: {last}");

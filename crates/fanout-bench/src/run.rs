@@ -23,17 +23,19 @@ const DRAIN_MAX: Duration = Duration::from_secs(3);
 /// How often the coordinator looks at the shared counters.
 const TICK: Duration = Duration::from_millis(5);
 
-/// How often a progress line is printed (on a terminal only).
+/// How often a progress line is printed (on stderr, when it is a terminal).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs `fanout bench`: prints the summary (and the JSON line with `--json`) on stdout, errors
-/// on stderr.
+/// Runs `fanout bench`: prints the summary table on stdout, or with `--json` only the JSON line
+/// on stdout (the table and progress then go to stderr, so `| jq` works); errors on stderr.
 pub fn run(args: BenchArgs) -> ExitCode {
     match measure(&args) {
         Ok(report) => {
-            print!("{}", report.table());
             if args.json {
+                eprint!("{}", report.table());
                 println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
             }
             ExitCode::SUCCESS
         }
@@ -179,7 +181,7 @@ impl Progress {
     fn new(shared: &Shared) -> Self {
         let now = Instant::now();
         Self {
-            enabled: io::stdout().is_terminal(),
+            enabled: io::stderr().is_terminal(),
             started: now,
             last: now,
             last_sent: shared.sent_total(),
@@ -195,7 +197,7 @@ impl Progress {
         }
         let (sent, delivered) = (shared.sent_total(), shared.delivered_total());
         let secs = span.as_secs_f64();
-        println!(
+        eprintln!(
             "{:6.1} s  {:<8} ready {:>6}  published {:>12} msgs/s  delivered {:>14} msgs/s",
             (now - self.started).as_secs_f64(),
             phase.name(),
