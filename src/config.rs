@@ -11,6 +11,7 @@ use crate::limits::{
     CONNECTIONS_MAX, FRAME_BODY_BYTES_MAX, HANDSHAKE_TIMEOUT, HEADER_BYTES, OUTPUT_BYTES_MAX, PING_INTERVAL,
     PING_TIMEOUT, ROOMS_PER_CONNECTION_MAX,
 };
+use crate::limits::{TICKS_PER_TIMEOUT, TICK_MAX, TICK_MIN, TIMEOUT_MIN};
 use crate::session::Timeouts;
 
 /// Default address `fanout serve` listens on.
@@ -232,8 +233,8 @@ impl ServerConfig {
         for (name, value) in
             [("handshake", t.handshake), ("ping interval", t.ping_interval), ("ping timeout", t.ping_timeout)]
         {
-            if value < Duration::from_millis(10) {
-                return Err(ConfigError(format!("the {name} must be at least 10 ms")));
+            if value < TIMEOUT_MIN {
+                return Err(ConfigError(format!("the {name} must be at least {} ms", TIMEOUT_MIN.as_millis())));
             }
         }
         if hub.core_id > crate::limits::MAX_CORE_ID {
@@ -254,7 +255,7 @@ impl ServerConfig {
             // Node links ping after 0.5 s of silence and are given up after 3 s.
             shortest = shortest.min(crate::cluster::LINK_PING_INTERVAL);
         }
-        (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        (shortest / TICKS_PER_TIMEOUT).clamp(TICK_MIN, TICK_MAX)
     }
 }
 

@@ -17,6 +17,18 @@ pub const ROOMS_PER_CONNECTION_MAX: usize = 64;
 /// Default limit on bytes queued for one connection before it is cut as a slow consumer.
 pub const OUTPUT_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Shortest handshake, ping interval or ping timeout an operator may set.
+pub const TIMEOUT_MIN: Duration = Duration::from_millis(10);
+
+/// Timer ticks per shortest timeout: a timeout fires at most 1/4 late.
+pub const TICKS_PER_TIMEOUT: u32 = 4;
+
+/// Shortest timer tick of a reactor (a loop waking more often would only burn CPU).
+pub const TICK_MIN: Duration = Duration::from_millis(10);
+
+/// Longest timer tick of a reactor (so idle buffers are released and pings sent within it).
+pub const TICK_MAX: Duration = Duration::from_secs(1);
+
 /// Default time over which a draining server (SIGUSR2) closes its clients with `DRAINING`, spread
 /// evenly, so that they reconnect elsewhere a few at a time rather than all at once.
 pub const DRAIN_PERIOD: Duration = Duration::from_secs(5);
@@ -180,3 +192,4 @@ const _: () = assert!(
     "a JOIN never waits for a link about to be cut"
 );
 const _: () = assert!(INTROSPECTION_LIMIT_DEFAULT <= INTROSPECTION_LIMIT_MAX);
+const _: () = assert!(TICK_MIN.as_millis() <= TICK_MAX.as_millis() && TIMEOUT_MIN.as_millis() >= TICK_MIN.as_millis());

@@ -124,13 +124,6 @@ impl Server {
         Ok(Self { reactors, stop, health })
     }
 
-    /// The server's health, for whatever takes it out of service (the lame-duck drain calls
-    /// [`Health::set_draining`]).
-    #[allow(dead_code, reason = "the lame-duck drain (issue 14, item 6) is its caller")]
-    pub(crate) fn health(&self) -> Arc<Health> {
-        self.health.clone()
-    }
-
     /// The address clients connect to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.reactors[0].local_addr()

@@ -104,7 +104,7 @@ fn expect_fatal_within(conn: &mut RawConn, code: u16, what: &str) -> Duration {
 /// that come before it. On a multi-core server a `JOIN` that creates the room on its core holds
 /// `JOINED` until the other cores acknowledge the room, but the connection is a member already,
 /// so a message forwarded meanwhile can reach it first (support's `RawConn::join` refuses that;
-/// see the report on issue 6). Messages before `JOINED` are outside the delivery guarantees.
+/// see protocol.md, routing). Messages before `JOINED` are outside the delivery guarantees.
 fn join_room(conn: &mut RawConn, room: &str) {
     conn.send_frame(&ClientFrame::Join { flags: 0, room: Bytes::copy_from_slice(room.as_bytes()) });
     loop {

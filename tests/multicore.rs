@@ -175,7 +175,7 @@ type Expected = HashMap<(usize, usize), VecDeque<(u64, Vec<u8>)>>;
 fn many_rooms_with_random_joins_and_leaves_between_phases() {
     let server = Server::start(&["--threads", "4"]);
     let addr = server.addr();
-    let mut rng = Rng(PHASE_SEED);
+    let mut rng = Rng::new(PHASE_SEED);
     let mut clients: Vec<Option<Client>> =
         (0..PHASE_CLIENTS).map(|i| Some(connect(addr, &format!("p{i:02}")))).collect();
     let spread = per_core(clients.iter().flatten(), 4);

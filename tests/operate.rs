@@ -1,4 +1,4 @@
-//! Running fanout as an operator does (issue 14): SIGHUP reloads tokens and the log level without
+//! Running fanout as an operator does: SIGHUP reloads tokens and the log level without
 //! dropping a connection, and a bad file changes nothing; `--config` files with flags over them;
 //! a host-name `--peer`; text and JSON log lines with RFC 3339 timestamps and the client's address
 //! and name; the advertise and node-id checks; the descriptor warning only when asked for; and the

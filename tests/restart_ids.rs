@@ -1,6 +1,6 @@
 //! Ids after a restart: a node killed with SIGKILL and started again on the same address and
 //! node id hands out session and stream ids its previous life never used, so a receiver on a
-//! surviving node never sees one stream carry two publishers (issue 12, defect 3).
+//! surviving node never sees one stream carry two publishers.
 
 mod support;
 

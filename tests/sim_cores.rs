@@ -696,7 +696,7 @@ const START_CLIENTS: usize = 5;
 /// that room, a `LEAVE` and a `PING`, all before any reply) and hang up at any moment; every byte
 /// stream is cut at random places; links deliver in random order.
 fn run_schedule(seed: u64) -> usize {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut sim = Sim::new(true);
     for _ in 0..START_CLIENTS {
         let hub = rng.below(HUBS);

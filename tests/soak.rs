@@ -1,4 +1,4 @@
-//! Soak: a two-node cluster under mixed load for a bounded time (issue 6, item 4).
+//! Soak: a two-node cluster under mixed load for a bounded time.
 //!
 //! Setup: nodes A (id 1) and B (id 2), `--threads 2` each, every node link through a fault
 //! proxy (`support::proxy`, the nodes advertise their proxies as in `tests/cluster_faults.rs`),
@@ -77,6 +77,7 @@ use fanout::client::{Client, ClientError, ClientOptions, Event, Sender};
 use fanout::codec::{ClientFrame, Message, ServerFrame};
 use fanout::error::ErrorCode;
 use support::proxy::Proxy;
+use support::rng::Rng;
 use support::{encode, hello, LineConn, RawConn, RawRead, Server};
 
 // ----- knobs -----
@@ -170,31 +171,6 @@ fn seed() -> u64 {
     match std::env::var(SOAK_SEED_VAR) {
         Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{SOAK_SEED_VAR}={v:?} is not a number")),
         Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
-    }
-}
-
-/// xorshift64*: enough randomness for pacing and choices, reproducible from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64, stream: u64) -> Self {
-        Self((seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 
@@ -661,7 +637,7 @@ fn read_good(mut client: Client, rx: usize, name: String, shared: Arc<Shared>) -
 /// A good client's publisher: alternates between its rooms until told to stop.
 fn publish_good(sender: Sender, good: (usize, Vec<usize>, bool), name: String, shared: Arc<Shared>, seed: u64) -> u64 {
     let (publisher, rooms, heavy) = good;
-    let mut rng = Rng::new(seed, publisher as u64);
+    let mut rng = Rng::stream(seed, publisher as u64);
     let mut seqs = vec![0u64; rooms.len()];
     let mut sent = 0;
     while !shared.stop_publish.load(Ordering::Acquire) && sent < PUBLISHES_MAX && Instant::now() < shared.hard_deadline
@@ -685,7 +661,7 @@ fn publish_good(sender: Sender, good: (usize, Vec<usize>, bool), name: String, s
 // ----- churn -----
 
 fn churn(target: Target, thread_no: usize, shared: Arc<Shared>, seed: u64) {
-    let mut rng = Rng::new(seed, 1000 + (target.node * 10 + thread_no) as u64);
+    let mut rng = Rng::stream(seed, 1000 + (target.node * 10 + thread_no) as u64);
     let letter = node_letter(target.node);
     let mut n = 0u64;
     while shared.side_running() && n < CHURN_CONNECTIONS_MAX {
@@ -968,7 +944,7 @@ fn join_flood(target: Target, round: u64) -> Result<(), String> {
 
 /// Runs one kind of hostile client against `target` in a loop until the side load stops.
 fn hostile(kind: usize, target: Target, shared: Arc<Shared>, seed: u64) {
-    let mut rng = Rng::new(seed, 2000 + (target.node * 10 + kind) as u64);
+    let mut rng = Rng::stream(seed, 2000 + (target.node * 10 + kind) as u64);
     let mut round = 0;
     while shared.side_running() && round < HOSTILE_ROUNDS_MAX {
         round += 1;

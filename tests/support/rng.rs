@@ -1,19 +1,31 @@
-//! A small deterministic PRNG (splitmix64) for tests, so a failing schedule can be replayed
-//! from its seed.
+//! The seeded generator of the tests, so a failing schedule can be replayed from its seed: the
+//! crate's own `fanout::rng::Rng`, with helpers.
 
 #![allow(dead_code)] // each test crate uses some of it
 
-/// The generator's state.
-pub struct Rng(pub u64);
+/// The tests' view of the crate's one generator (`fanout::rng::Rng`, splitmix64), with the
+/// helpers schedules need.
+pub struct Rng(fanout::rng::Rng);
 
 impl Rng {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(fanout::rng::Rng::new(seed))
+    }
+
+    /// A generator for one of several independent streams of one seed.
+    pub fn stream(seed: u64, stream: u64) -> Self {
+        Self::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
     /// The next 64 random bits.
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
     }
 
     /// A number in `0..n`.
