@@ -5,7 +5,7 @@
 //!
 //! Data flows one way through the modules:
 //! bytes → [`codec`] → [`session`] → [`router`] (through [`hub`]) → [`outbox`] → bytes, with
-//! [`reactor`] moving bytes and readiness at both ends and nothing else. Everything but the
+//! `reactor` moving bytes and readiness at both ends and nothing else. Everything but the
 //! reactor is plain data, tested without sockets. [`limits`] holds every limit.
 
 #![forbid(unsafe_code)]
@@ -22,12 +22,12 @@ pub mod interest;
 pub mod limits;
 pub mod link;
 pub mod logging;
-pub mod mailbox;
+pub(crate) mod mailbox;
 pub mod metrics;
-pub mod metrics_server;
+pub(crate) mod metrics_server;
 pub mod outbox;
-pub mod presence;
-pub mod reactor;
+pub(crate) mod presence;
+pub(crate) mod reactor;
 pub mod router;
 pub mod server;
 pub mod session;

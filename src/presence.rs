@@ -155,11 +155,13 @@ impl Presence {
     }
 
     /// How many entries the table holds.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries
     }
 
     /// True when no room has a member.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries == 0
     }

@@ -37,7 +37,7 @@ use crate::metrics_server::{CoreHandle, MetricsEndpoint};
 use crate::outbox::Flush;
 use crate::router::ConnKey;
 use cluster::cluster_token;
-pub use cluster::{LinkIo, TcpLink};
+pub use cluster::LinkIo;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -144,11 +144,6 @@ struct Counters {
 }
 
 impl Reactor {
-    /// Binds the listener (SO_REUSEADDR, the configured backlog) and sets up the loop.
-    pub fn bind(config: ServerConfig) -> io::Result<Self> {
-        Self::bind_shared(config, false, Arc::new(AtomicBool::new(false)))
-    }
-
     /// Binds a reactor that may share its address with siblings and stops with them.
     pub(crate) fn bind_shared(config: ServerConfig, reuse_port: bool, stop: Arc<AtomicBool>) -> io::Result<Self> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -189,11 +184,6 @@ impl Reactor {
     pub(crate) fn set_lifecycle(&mut self, health: Arc<Health>, lifecycle: Option<StopHandle>) {
         self.health = Some(health);
         self.lifecycle = lifecycle;
-    }
-
-    /// A handle that stops this reactor from another thread.
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle::new(self.stop.clone(), vec![self.waker.clone()])
     }
 
     /// The reactor's waker, for siblings that stop it.

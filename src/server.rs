@@ -1,8 +1,8 @@
-//! A whole node: one [`Reactor`] per core, linked pairwise by peer links.
+//! A whole node: one `Reactor` per core, linked pairwise by peer links.
 //!
 //! Each reactor is a thread with its own `Poll`, its own listener on the shared address
 //! (SO_REUSEPORT: the kernel spreads new connections over the listeners) and its own hub.
-//! Sibling reactors are linked by [`crate::mailbox::MailLink`]s carrying peer frames — the same
+//! Sibling reactors are linked by `MailLink`s carrying peer frames — the same
 //! framing and the same [`crate::link::Link`] type that will link nodes, so routing cannot tell
 //! a sibling core from a remote node. The README has the measurements behind both choices.
 
