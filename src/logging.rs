@@ -118,8 +118,9 @@ fn format_line(format: LogFormat, since_epoch: Duration, record: &Record<'_>) ->
     }
 }
 
-/// Appends `text` as a JSON string literal: quotes, backslashes and control characters escaped.
-fn push_json_string(out: &mut String, text: &str) {
+/// Appends `text` as a JSON string literal: quotes, backslashes and control characters escaped
+/// (RFC 8259), the rest as is; shared by the JSON logs and the introspection endpoints.
+pub(crate) fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         match c {

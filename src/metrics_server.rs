@@ -50,6 +50,7 @@ pub use crate::limits::INTROSPECTION_LIMIT_MAX;
 pub use crate::limits::INTROSPECTION_WAIT_MAX;
 pub use crate::limits::METRICS_REQUEST_TIMEOUT;
 use crate::link::LinkClass;
+use crate::logging::push_json_string;
 use crate::metrics::{
     parse_request, process_stats, query_value, render, request_query, response, ConnRow, CoreReport, HttpRequest,
     IntrospectionAsk, NodeLinkHeard, OpenFdCounter, ProcessStats, ReactorMetrics, ServerNumbers,
@@ -493,7 +494,7 @@ fn connz_json(reports: &[CoreReport], offset: usize, limit: usize) -> String {
             write!(out, "{{\"id\":{},\"session_id\":\"{}\",\"core\":{},\"remote\":", row.id, row.session_id, row.core);
         json_option(&mut out, row.remote.map(|a| a.to_string()).as_deref());
         out.push_str(",\"name\":");
-        json_string(&mut out, &String::from_utf8_lossy(&row.name));
+        push_json_string(&mut out, &String::from_utf8_lossy(&row.name));
         let _ = write!(out, ",\"mode\":\"{mode}\",\"rooms\":");
         json_list(&mut out, row.rooms.iter().map(|r| String::from_utf8_lossy(r)));
         let _ = write!(
@@ -531,7 +532,7 @@ fn roomz_json<T, L>(
         let at = index.get(name).copied();
         let local: usize = reports.iter().map(|r| at.and_then(|at| r.room_members.get(at)).copied().unwrap_or(0)).sum();
         out.push_str("{\"name\":");
-        json_string(&mut out, &String::from_utf8_lossy(name));
+        push_json_string(&mut out, &String::from_utf8_lossy(name));
         let _ = write!(out, ",\"local_members\":{local},\"cluster_members\":{},", hub.cluster_room_members(name));
         out.push_str("\"interested_peers\":");
         json_list(&mut out, hub.interested_peers(name).iter().map(ToString::to_string));
@@ -577,29 +578,9 @@ fn routez_json<T, L>(hub: &mut Hub<T, L>, now: Instant) -> String {
     out
 }
 
-/// Appends `value` as a JSON string: quotes, backslashes and control characters escaped
-/// (RFC 8259); everything else, non-ASCII included, as is (the answer is UTF-8).
-fn json_string(out: &mut String, value: &str) {
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 fn json_option(out: &mut String, value: Option<&str>) {
     match value {
-        Some(value) => json_string(out, value),
+        Some(value) => push_json_string(out, value),
         None => out.push_str("null"),
     }
 }
@@ -610,7 +591,7 @@ fn json_list<S: AsRef<str>>(out: &mut String, items: impl Iterator<Item = S>) {
         if i > 0 {
             out.push(',');
         }
-        json_string(out, item.as_ref());
+        push_json_string(out, item.as_ref());
     }
     out.push(']');
 }
@@ -786,10 +767,10 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         let mut out = String::new();
-        json_string(&mut out, "a\"b\\c\nd\te\r\u{1}\u{1f}é\u{7f}");
+        push_json_string(&mut out, "a\"b\\c\nd\te\r\u{1}\u{1f}é\u{7f}");
         assert_eq!(out, "\"a\\\"b\\\\c\\nd\\te\\r\\u0001\\u001fé\u{7f}\"");
         let mut out = String::new();
-        json_string(&mut out, &String::from_utf8_lossy(b"bad \xff byte"));
+        push_json_string(&mut out, &String::from_utf8_lossy(b"bad \xff byte"));
         assert_eq!(out, "\"bad \u{fffd} byte\"", "invalid UTF-8 shows as U+FFFD");
         let mut out = String::new();
         json_list(&mut out, ["x", "[1]"].iter());

@@ -50,29 +50,7 @@ pub struct Server {
 impl Server {
     /// Starts `fanout serve --listen 127.0.0.1:0` with `extra` flags and waits until it listens.
     pub fn start(extra: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fanout"));
-        command.args(["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"]).args(extra);
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the fanout binary");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(LogBook::default());
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let drain = {
-            let log = log.clone();
-            thread::spawn(move || drain_stderr(stderr, &log, addr_tx))
-        };
-        let mut server = Self { child, addr: "127.0.0.1:1".parse().unwrap(), log, drain: Some(drain) };
-        match addr_rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => server.addr = addr,
-            Err(e) => panic!("server did not report `listening on` within {START_TIMEOUT:?} ({e}); log:\n{}", {
-                server.log_text()
-            }),
-        }
-        server
+        Self::start_listening_on("127.0.0.1:0", extra)
     }
 
     /// Where the server listens.
