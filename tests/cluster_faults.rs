@@ -22,7 +22,7 @@ mod support;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use fanout::client::{Client, ClientError, Event, Sender};
 use fanout::cluster::{LINK_SILENCE_MAX, REDIAL_DELAY_MAX};
+use support::cluster::free_addr;
 use support::proxy::Proxy;
 use support::{connect_joined, Server};
 
@@ -100,17 +101,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn secret_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fanout-cluster-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let path = dir.join("secret");
-    std::fs::write(&path, "faults are a feature").expect("write the secret");
-    path
-}
-
-/// A free port on loopback: bound, read and released (the node binds it right after).
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("its address")
+    support::cluster::secret_file("faults", "faults are a feature")
 }
 
 /// A node whose cluster listener is reachable only through `proxy`.
@@ -131,26 +122,7 @@ impl Node {
 
     /// Starts node `id` on `proxy.target()`, advertising `proxy.addr()`.
     fn start_behind(proxy: Proxy, secret: &std::path::Path, id: u16, peers: &[SocketAddr]) -> Node {
-        let mut args: Vec<String> = vec![
-            "--threads".into(),
-            "2".into(),
-            "--cluster-listen".into(),
-            proxy.target().to_string(),
-            "--cluster-advertise".into(),
-            proxy.addr().to_string(),
-            "--cluster-secret-file".into(),
-            secret.display().to_string(),
-            "--node-id".into(),
-            id.to_string(),
-        ];
-        for peer in peers {
-            args.push("--peer".into());
-            args.push(peer.to_string());
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = Server::start(&refs);
-        let line = server.wait_for_log("accepting node links on ", MESH_TIMEOUT).expect("the node announces itself");
-        assert!(line.ends_with(&proxy.addr().to_string()), "node {id} advertises its proxy: {line}");
+        let server = support::cluster::start_behind(&proxy, secret, id, peers, &[]);
         Node { id, server, proxy }
     }
 

@@ -65,7 +65,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,6 +76,7 @@ use bytes::Bytes;
 use fanout::client::{Client, ClientError, ClientOptions, Event, Sender};
 use fanout::codec::{ClientFrame, Message, ServerFrame};
 use fanout::error::ErrorCode;
+use support::cluster::free_addr;
 use support::proxy::Proxy;
 use support::rng::Rng;
 use support::{encode, hello, LineConn, RawConn, RawRead, Server};
@@ -177,16 +178,7 @@ fn seed() -> u64 {
 // ----- nodes -----
 
 fn secret_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fanout-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let path = dir.join("secret");
-    std::fs::write(&path, "soak it up").expect("write the secret");
-    path
-}
-
-/// A free port on loopback: bound, read and released (the node binds it right after).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("its address")
+    support::cluster::secret_file("soak", "soak it up")
 }
 
 /// A node whose cluster listener is reachable only through `proxy`.
@@ -199,30 +191,9 @@ struct Node {
 
 impl Node {
     fn start_behind(proxy: Proxy, secret: &std::path::Path, id: u16, peer: SocketAddr) -> Node {
-        let args: Vec<String> = vec![
-            "--threads".into(),
-            "2".into(),
-            "--cluster-listen".into(),
-            proxy.target().to_string(),
-            "--cluster-advertise".into(),
-            proxy.addr().to_string(),
-            "--cluster-secret-file".into(),
-            secret.display().to_string(),
-            "--node-id".into(),
-            id.to_string(),
-            "--peer".into(),
-            peer.to_string(),
-            "--max-output-bytes".into(),
-            MAX_OUTPUT_BYTES.to_string(),
-            "--handshake-timeout-ms".into(),
-            HANDSHAKE_TIMEOUT.as_millis().to_string(),
-            "--metrics".into(),
-            "127.0.0.1:0".into(),
-        ];
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let server = Server::start(&refs);
-        let line = server.wait_for_log("accepting node links on ", MESH_TIMEOUT).expect("the node announces itself");
-        assert!(line.ends_with(&proxy.addr().to_string()), "node {id} advertises its proxy: {line}");
+        let (output, handshake) = (MAX_OUTPUT_BYTES.to_string(), HANDSHAKE_TIMEOUT.as_millis().to_string());
+        let extra = ["--max-output-bytes", &output, "--handshake-timeout-ms", &handshake, "--metrics", "127.0.0.1:0"];
+        let server = support::cluster::start_behind(&proxy, secret, id, &[peer], &extra);
         let line = server.wait_for_log("metrics on http://", MESH_TIMEOUT).expect("the node serves metrics");
         let at = line.find("http://").expect("an http address") + "http://".len();
         let metrics = line[at..at + line[at..].find('/').expect("a path")].parse().expect("a socket address");

@@ -106,3 +106,27 @@ impl Node {
         }
     }
 }
+
+/// A free port on loopback: bound, read and released (a node binds it right after).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("its address")
+}
+
+/// Starts node `id` with two cores on `proxy.target()`, advertising `proxy.addr()`, so that
+/// every link to it crosses the proxy (the fault tests cut, blackhole or slow it there).
+pub fn start_behind(
+    proxy: &super::proxy::Proxy,
+    secret: &Path,
+    id: u16,
+    peers: &[SocketAddr],
+    extra: &[&str],
+) -> Server {
+    let advertise = proxy.addr().to_string();
+    let mut more = vec!["--cluster-advertise", advertise.as_str()];
+    more.extend_from_slice(extra);
+    let args = node_args(2, &proxy.target().to_string(), secret, id, peers, &more);
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let line = server.wait_for_log(ACCEPTING, MESH_TIMEOUT).expect("the node announces itself");
+    assert!(line.ends_with(&advertise), "node {id} advertises its proxy: {line}");
+    server
+}
