@@ -15,186 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use fanout::codec::{ClientFrame, FrameDecoder, ServerFrame, Welcome};
+use support::json::Json;
 use support::{encode, hello, LineConn, Server, IO_TIMEOUT};
 
 /// How long links may take to form (dial, handshake, redial with backoff).
 const MESH_TIMEOUT: Duration = Duration::from_secs(15);
-
-// ----- a minimal JSON reader (RFC 8259 values; numbers as f64) -----
-
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Number(f64),
-    Text(String),
-    List(Vec<Json>),
-    Object(BTreeMap<String, Json>),
-}
-
-impl Json {
-    fn parse(text: &str) -> Json {
-        let mut reader = JsonReader { bytes: text.as_bytes(), at: 0 };
-        let value = reader.value();
-        reader.space();
-        assert_eq!(reader.at, text.len(), "trailing bytes after the JSON value in {text}");
-        value
-    }
-
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Object(fields) => fields.get(key).unwrap_or_else(|| panic!("no field {key:?} in {self:?}")),
-            other => panic!("{other:?} is not an object (wanted {key:?})"),
-        }
-    }
-
-    fn num(&self, key: &str) -> f64 {
-        match self.get(key) {
-            Json::Number(n) => *n,
-            other => panic!("{key} is {other:?}, not a number"),
-        }
-    }
-
-    fn int(&self, key: &str) -> u64 {
-        let n = self.num(key);
-        assert!(n >= 0.0 && n.fract() == 0.0, "{key} is {n}, not a whole number");
-        n as u64
-    }
-
-    fn text(&self, key: &str) -> &str {
-        match self.get(key) {
-            Json::Text(s) => s,
-            other => panic!("{key} is {other:?}, not a string"),
-        }
-    }
-
-    fn list(&self, key: &str) -> &[Json] {
-        match self.get(key) {
-            Json::List(items) => items,
-            other => panic!("{key} is {other:?}, not a list"),
-        }
-    }
-
-    fn texts(&self, key: &str) -> Vec<String> {
-        let texts = self.list(key).iter().map(|item| match item {
-            Json::Text(s) => s.clone(),
-            other => panic!("{key} holds {other:?}, not a string"),
-        });
-        texts.collect()
-    }
-}
-
-struct JsonReader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl JsonReader<'_> {
-    fn space(&mut self) {
-        while self.bytes.get(self.at).is_some_and(|b| b" \t\r\n".contains(b)) {
-            self.at += 1;
-        }
-    }
-
-    fn next(&mut self) -> u8 {
-        let byte = *self.bytes.get(self.at).expect("JSON ended early");
-        self.at += 1;
-        byte
-    }
-
-    fn expect(&mut self, word: &str) {
-        assert!(self.bytes[self.at..].starts_with(word.as_bytes()), "expected {word} at {}", self.at);
-        self.at += word.len();
-    }
-
-    fn value(&mut self) -> Json {
-        self.space();
-        match self.bytes.get(self.at).copied().expect("a JSON value") {
-            b'n' => (self.expect("null"), Json::Null).1,
-            b't' => (self.expect("true"), Json::Bool(true)).1,
-            b'f' => (self.expect("false"), Json::Bool(false)).1,
-            b'"' => Json::Text(self.string()),
-            b'[' => {
-                self.at += 1;
-                let mut items = Vec::new();
-                self.space();
-                if self.bytes[self.at] == b']' {
-                    self.at += 1;
-                    return Json::List(items);
-                }
-                loop {
-                    items.push(self.value());
-                    self.space();
-                    match self.next() {
-                        b',' => continue,
-                        b']' => return Json::List(items),
-                        other => panic!("expected , or ] in a list, got {:?}", other as char),
-                    }
-                }
-            }
-            b'{' => {
-                self.at += 1;
-                let mut fields = BTreeMap::new();
-                self.space();
-                if self.bytes[self.at] == b'}' {
-                    self.at += 1;
-                    return Json::Object(fields);
-                }
-                loop {
-                    self.space();
-                    let key = self.string();
-                    self.space();
-                    assert_eq!(self.next(), b':', "a colon after the key {key:?}");
-                    let value = self.value();
-                    assert!(fields.insert(key.clone(), value).is_none(), "the key {key:?} twice");
-                    self.space();
-                    match self.next() {
-                        b',' => continue,
-                        b'}' => return Json::Object(fields),
-                        other => panic!("expected , or }} in an object, got {:?}", other as char),
-                    }
-                }
-            }
-            _ => {
-                let start = self.at;
-                while self.bytes.get(self.at).is_some_and(|b| b"+-.eE0123456789".contains(b)) {
-                    self.at += 1;
-                }
-                let text = std::str::from_utf8(&self.bytes[start..self.at]).expect("ASCII");
-                Json::Number(text.parse().unwrap_or_else(|_| panic!("not a JSON number: {text:?}")))
-            }
-        }
-    }
-
-    fn string(&mut self) -> String {
-        assert_eq!(self.next(), b'"', "a string starts with a quote");
-        let mut out = Vec::new();
-        loop {
-            match self.next() {
-                b'"' => return String::from_utf8(out).expect("UTF-8 strings"),
-                b'\\' => match self.next() {
-                    b'"' => out.push(b'"'),
-                    b'\\' => out.push(b'\\'),
-                    b'/' => out.push(b'/'),
-                    b'n' => out.push(b'\n'),
-                    b'r' => out.push(b'\r'),
-                    b't' => out.push(b'\t'),
-                    b'b' => out.push(8),
-                    b'f' => out.push(12),
-                    b'u' => {
-                        let hex = std::str::from_utf8(&self.bytes[self.at..self.at + 4]).expect("hex");
-                        self.at += 4;
-                        let c = char::from_u32(u32::from_str_radix(hex, 16).expect("hex")).expect("a char");
-                        out.extend_from_slice(c.to_string().as_bytes());
-                    }
-                    other => panic!("bad escape \\{}", other as char),
-                },
-                byte if byte < 0x20 => panic!("an unescaped control byte {byte:#x} in a string"),
-                byte => out.push(byte),
-            }
-        }
-    }
-}
 
 #[test]
 fn the_json_reader_reads_what_it_should() {
@@ -362,25 +187,18 @@ fn a_lone_server_is_healthy_and_ready_and_answers_head_and_unknown_paths() {
 }
 
 fn secret_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fanout-introspection-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, "introspection secret").expect("write the secret");
-    path
+    support::cluster::secret_file(name, "introspection secret")
 }
 
 /// A node of a cluster, with metrics; `threads` reactors.
 fn node(secret: &std::path::Path, id: u16, threads: usize, peers: &[&str]) -> (Server, SocketAddr, String) {
-    let (threads, id, secret) = (threads.to_string(), id.to_string(), secret.display().to_string());
-    let mut args = vec!["--threads", &threads, "--metrics", "127.0.0.1:0", "--node-id", &id];
-    args.extend(["--cluster-listen", "127.0.0.1:0", "--cluster-secret-file", &secret]);
+    let mut extra = vec!["--metrics", "127.0.0.1:0"];
     for peer in peers {
-        args.extend(["--peer", peer]);
+        extra.extend(["--peer", peer]);
     }
-    let server = Server::start(&args);
-    let needle = "accepting node links on ";
-    let line = server.wait_for_log(needle, IO_TIMEOUT).expect("the node announces its cluster address");
-    let cluster = line[line.find(needle).expect("the needle") + needle.len()..].trim().to_owned();
+    let args = support::cluster::node_args(threads, "127.0.0.1:0", secret, id, &[], &extra);
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let cluster = support::cluster::cluster_addr(&server).to_string();
     let metrics = metrics_addr(&server);
     (server, metrics, cluster)
 }
