@@ -607,17 +607,6 @@ impl<T, L> Hub<T, L> {
     /// Adds `key` to `room` and tells everyone; `JOINED` follows once the room's announcement
     /// is acknowledged (see `peers.rs`).
     fn join(&mut self, key: ConnKey, room: &[u8], send_only: bool, watch: bool) {
-        if self.name_taken(key, room) {
-            let name = String::from_utf8_lossy(self.conns[key].session.name()).into_owned();
-            let text = format!("the name {name} is taken in {} on this node", String::from_utf8_lossy(room));
-            return self.request_error(key, ErrorCode::NameTaken, &text);
-        }
-        self.join_unchecked(key, room, send_only, watch);
-    }
-
-    /// [`Hub::join`] without the name check: a line-mode guest's own name is unique on its node
-    /// (it carries its core's counter), and it must land in the lobby to be greeted.
-    fn join_unchecked(&mut self, key: ConnKey, room: &[u8], send_only: bool, watch: bool) {
         match self.router.join(key, room, send_only) {
             Ok(change) => {
                 let conn = &mut self.conns[key];
@@ -628,17 +617,6 @@ impl<T, L> Hub<T, L> {
             }
             Err(e) => self.refuse(key, e, room),
         }
-    }
-
-    /// Whether another member of `room` on this node (any core) holds `key`'s name. One node
-    /// refuses a second holder; two cores admitting one name at the same instant, or two nodes
-    /// (during a partition or not), may both hold it: presence shows both, told apart by
-    /// session id (see `protocol.md`, names).
-    fn name_taken(&self, key: ConnKey, room: &[u8]) -> bool {
-        let session = &self.conns[key].session;
-        let (own, name) = (session.session_id(), session.name());
-        let node = u64::from(self.config.node_id);
-        self.presence.members(room).any(|e| e.session_id != own && e.session_id >> 48 == node && e.name == *name)
     }
 
     /// Takes `key` out of `room` and tells everyone; refuses if it is not a member.

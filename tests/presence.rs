@@ -220,32 +220,3 @@ fn members_of_another_node_appear_are_lost_when_it_dies_and_come_back_with_it() 
     line.expect_who("lobby", &["watcher", &guest, "bob"], Some(1));
     assert_nothing_before_pong(&mut watcher, 1);
 }
-
-/// Two members of one room on one node may not hold one name: the second `JOIN` is refused with
-/// `NAME_TAKEN` (a request error: the connection stays), other rooms are fine, and the name is
-/// free again once its holder left; a line-mode `/nick` to a taken name changes nothing.
-#[test]
-fn one_node_refuses_a_second_holder_of_a_name_in_a_room() {
-    use fanout::client::ClientError;
-    let server = Server::start(&["--threads", "1"]);
-    let mut first = connect(server.addr(), "alice");
-    first.join("den").expect("the first alice joins");
-    let mut second = connect(server.addr(), "alice");
-    match second.join("den") {
-        Err(ClientError::Server { code: 260, text }) => assert!(text.contains("alice"), "{text}"),
-        other => panic!("a second alice in den: {other:?}"),
-    }
-    second.join("attic").expect("another room is fine");
-    assert_eq!(second.who("den").unwrap().total, 1, "the refused alice is not a member");
-    first.leave("den").expect("the first alice leaves");
-    second.join("den").expect("the name is free again");
-
-    let mut line = LineConn::connect(server.addr());
-    line.send(b"/join den\n");
-    let guest = line.expect_greeting(0);
-    line.expect_exact("* you are in den with 1 other\n");
-    line.send(b"/nick alice\n");
-    line.expect_exact("* the name alice is taken in den (your name is unchanged)\n");
-    line.send(b"/who\n");
-    line.expect_who("den", &["alice", &guest], Some(1));
-}

@@ -34,7 +34,7 @@ impl<T, L> Hub<T, L> {
     /// took effect.
     pub(super) fn line_start(&mut self, key: ConnKey) {
         // A fresh connection is in no room, so this join cannot hit a limit.
-        self.join_unchecked(key, DEFAULT_ROOM.as_bytes(), false, true);
+        self.join(key, DEFAULT_ROOM.as_bytes(), false, true);
     }
 
     /// A join took effect (the room's announcement was acknowledged): `JOINED` (and, when asked
@@ -127,13 +127,6 @@ impl<T, L> Hub<T, L> {
                 if current.as_deref() == Some(&room[..]) {
                     return self.say(key, &format!("you are already in {}", String::from_utf8_lossy(&room)));
                 }
-                if self.name_taken(key, &room) {
-                    // Refused before leaving the current room: the user stays where it was.
-                    let name = String::from_utf8_lossy(self.conns[key].session.name()).into_owned();
-                    let text =
-                        format!("the name {name} is taken in {}; /nick NAME first", String::from_utf8_lossy(&room));
-                    return self.say(key, &text);
-                }
                 if let Some(current) = current {
                     if self.leave(key, &current).is_err() {
                         return;
@@ -188,22 +181,6 @@ impl<T, L> Hub<T, L> {
         if *session.name() == name {
             return;
         }
-        let (own, node) = (session.session_id(), u64::from(self.config.node_id));
-        for room in self.router.rooms_of_conn(key) {
-            let taken = self
-                .presence
-                .members(&room)
-                .any(|e| e.session_id != own && e.session_id >> 48 == node && e.name == name);
-            if taken {
-                let text = format!(
-                    "the name {} is taken in {} (your name is unchanged)",
-                    String::from_utf8_lossy(&name),
-                    String::from_utf8_lossy(&room)
-                );
-                return self.say(key, &text);
-            }
-        }
-        let session = &mut self.conns[key].session;
         let name = Bytes::copy_from_slice(&name);
         session.set_name(name.clone());
         let session_id = session.session_id();

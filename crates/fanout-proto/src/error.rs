@@ -42,13 +42,11 @@ pub enum ErrorCode {
     NotAMember = 258,
     /// `JOIN` of a room the connection is already in.
     AlreadyAMember = 259,
-    /// `JOIN` of a room where another member of this node already holds the connection's name.
-    NameTaken = 260,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation checks.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::MalformedFrame,
         Self::FrameTooLarge,
         Self::UnknownFrameType,
@@ -67,7 +65,6 @@ impl ErrorCode {
         Self::TooManyRooms,
         Self::NotAMember,
         Self::AlreadyAMember,
-        Self::NameTaken,
     ];
 
     /// Fatal codes close the connection; request errors (256 and up) leave it open.
@@ -96,7 +93,6 @@ impl ErrorCode {
             Self::TooManyRooms => "TOO_MANY_ROOMS",
             Self::NotAMember => "NOT_A_MEMBER",
             Self::AlreadyAMember => "ALREADY_A_MEMBER",
-            Self::NameTaken => "NAME_TAKEN",
         }
     }
 
