@@ -1,6 +1,6 @@
 //! A blocking client of the binary protocol, on `std::net`: used by the tests, `fanout chat`
 //! and load tools. [`Client`] reads; its [`Sender`] (cheap to clone, safe to share between
-//! threads) writes.
+//! threads) writes. With the `tls` feature and [`ClientOptions::tls`], both go over TLS.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -92,19 +92,64 @@ pub struct ClientOptions {
     pub token: Vec<u8>,
     /// Bound on connecting and on waiting for `WELCOME` (`None`: the OS default, no bound).
     pub connect_timeout: Option<Duration>,
+    /// Connect over TLS with these settings (the TLS handshake counts against
+    /// `connect_timeout`); `None`: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTls>,
+}
+
+/// The connection under a client: plain TCP, or TLS over it. Writes from any thread are whole.
+#[derive(Debug, Clone)]
+enum Wire {
+    Plain(Arc<Mutex<TcpStream>>),
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::BlockingTls),
+}
+
+impl Wire {
+    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Wire::Plain(stream) => stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).write_all(bytes),
+            #[cfg(feature = "tls")]
+            Wire::Tls(tls) => tls.write_all(bytes),
+        }
+    }
+
+    fn shutdown(&self) -> io::Result<()> {
+        match self {
+            Wire::Plain(stream) => {
+                stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).shutdown(std::net::Shutdown::Both)
+            }
+            #[cfg(feature = "tls")]
+            Wire::Tls(tls) => tls.shutdown(),
+        }
+    }
+
+    /// Reads what arrives into `input` (`reader` is the socket, for plain TCP); 0 at the end.
+    fn read_into(&self, reader: &mut TcpStream, input: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Wire::Plain(_) => {
+                let mut chunk = [0u8; 16 * 1024];
+                let n = reader.read(&mut chunk)?;
+                input.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            }
+            #[cfg(feature = "tls")]
+            Wire::Tls(tls) => tls.read_into(input),
+        }
+    }
 }
 
 /// The writing half: every method sends one frame and returns without waiting for a reply.
 #[derive(Debug, Clone)]
 pub struct Sender {
-    stream: Arc<Mutex<TcpStream>>,
+    wire: Wire,
 }
 
 impl Sender {
     /// Sends raw bytes as they are (tests use it to send broken frames).
     pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut stream = self.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        stream.write_all(bytes)
+        self.wire.write_all(bytes)
     }
 
     /// Sends one frame.
@@ -136,10 +181,9 @@ impl Sender {
         self.send(&ClientFrame::Rooms)
     }
 
-    /// Closes both directions of the connection.
+    /// Closes both directions of the connection (over TLS, after `close_notify`).
     pub fn shutdown(&self) -> io::Result<()> {
-        let stream = self.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        stream.shutdown(std::net::Shutdown::Both)
+        self.wire.shutdown()
     }
 }
 
@@ -168,7 +212,8 @@ impl Client {
         };
         stream.set_nodelay(true)?;
         stream.set_read_timeout(options.connect_timeout)?;
-        let sender = Sender { stream: Arc::new(Mutex::new(stream.try_clone()?)) };
+        let mut input = BytesMut::with_capacity(64 * 1024);
+        let sender = Sender { wire: Self::wire(&stream, options, &mut input)? };
         let hello = Hello {
             version: PROTOCOL_VERSION,
             flags: if options.echo { HELLO_FLAG_ECHO } else { 0 },
@@ -179,7 +224,7 @@ impl Client {
         let mut client = Self {
             reader: stream,
             sender,
-            input: BytesMut::with_capacity(64 * 1024),
+            input,
             decoder: FrameDecoder::default(),
             pending: VecDeque::new(),
             welcome: Welcome { version: 0, node_id: 0, core_id: 0, session_id: 0, max_body: 0 },
@@ -191,6 +236,19 @@ impl Client {
         };
         client.reader.set_read_timeout(None)?;
         Ok(client)
+    }
+
+    /// The writing side over `stream`: itself, or TLS after the handshake (whose last records
+    /// may bring plaintext, put in `input`).
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    fn wire(stream: &TcpStream, options: &ClientOptions, input: &mut BytesMut) -> Result<Wire, ClientError> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &options.tls {
+            let layer = tls.layer_for(stream.peer_addr()?).map_err(io::Error::from)?;
+            let tls = crate::tls::BlockingTls::handshake(stream.try_clone()?, layer, options.connect_timeout, input)?;
+            return Ok(Wire::Tls(tls));
+        }
+        Ok(Wire::Plain(Arc::new(Mutex::new(stream.try_clone()?))))
     }
 
     /// Connects to the first of `addrs` that accepts and greets us.
@@ -348,12 +406,10 @@ impl Client {
                 }
                 continue;
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.reader.read(&mut chunk)?;
+            let n = self.sender.wire.read_into(&mut self.reader, &mut self.input)?;
             if n == 0 {
                 return Err(ClientError::Closed);
             }
-            self.input.extend_from_slice(&chunk[..n]);
         }
     }
 }

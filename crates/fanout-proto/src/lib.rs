@@ -1,6 +1,6 @@
 //! The fanout wire protocol and its clients: everything a program needs to talk to a fanout
 //! server, and nothing of the server (no event loop, no CLI, no cluster code): it depends on
-//! `bytes` and `memchr` only.
+//! `bytes` and `memchr` only (and rustls with the `tls` feature).
 //!
 //! * [`codec`]: the length-prefixed frames of `protocol.md` (client, server and peer-link
 //!   frames) and the line-mode text, sans-IO: bytes in, frames out, and back.
@@ -8,6 +8,8 @@
 //! * [`failover::FailoverClient`]: the same over several servers, moving to the next when one
 //!   dies and re-joining its rooms (at most once across a failover).
 //! * [`limits`], [`names`], [`error`]: the protocol's limits, name rules and error codes.
+//! * `tls` (with the `tls` feature, which adds rustls): a sans-IO TLS layer for event loops,
+//!   and what [`client::Client`] needs to connect over TLS.
 //!
 //! ```no_run
 //! use fanout_proto::client::Client;
@@ -31,3 +33,5 @@ pub mod failover;
 pub mod limits;
 pub mod names;
 pub mod rng;
+#[cfg(feature = "tls")]
+pub mod tls;

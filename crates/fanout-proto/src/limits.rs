@@ -63,3 +63,18 @@ const _: () = assert!(
 );
 
 const _: () = assert!(MEMBERS_LISTED_MAX <= u16::MAX as usize && ROOMS_LISTED_MAX <= u16::MAX as usize);
+
+/// Bytes one TLS connection may hold that its socket has not taken yet: plaintext written before
+/// the handshake finished plus encrypted records (rustls's `set_buffer_limit`). Past it the TLS
+/// layer takes no more plaintext, so the connection's own output queue, where the slow-consumer
+/// limit is counted, holds the backlog.
+pub const TLS_BUFFERED_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest PEM file (certificate chain, private key, CA bundle) read for TLS: a whole public CA
+/// bundle is about 200 KiB.
+pub const PEM_FILE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Largest TLS record: 16 KiB of plaintext plus its header, padding and tag (RFC 8446 §5.2).
+pub const TLS_RECORD_BYTES_MAX: usize = 16 * 1024 + 256 + 5;
+
+const _: () = assert!(TLS_BUFFERED_BYTES_MAX >= TLS_RECORD_BYTES_MAX, "the TLS buffer takes a whole record");
