@@ -94,6 +94,11 @@ const _: () = assert!(LINE_MODE_SILENCE.as_millis() < HANDSHAKE_TIMEOUT.as_milli
 /// listeners alike): the rest waits in the kernel's backlog.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Accept errors in a row (other than running out of descriptors) after which a turn stops
+/// accepting from a listener; the next readiness goes on. Bounds the loop when a listener keeps
+/// failing, while one connection that died in the backlog (ECONNABORTED) is merely skipped.
+pub const ACCEPT_ERRORS_IN_A_ROW_MAX: usize = 64;
+
 /// Node links accepted and not yet authenticated, at most; a connection to the cluster port
 /// beyond it is closed at once (a real node redials), so a flood of half-open connections costs
 /// no handshake state.

@@ -9,26 +9,25 @@
 //! vectored writes — and hands each sibling one batch of frames. WRITABLE interest is
 //! registered only while a connection has bytes the kernel refused.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::interest::PeerId;
-use crate::limits::{
-    ACCEPT_BACKOFF, READ_BYTES_PER_TURN_MAX, READ_CHUNK_BYTES, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL,
-    TCP_KEEPALIVE_PROBES,
-};
+use crate::limits::{READ_CHUNK_BYTES, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_PROBES};
 use crate::mailbox::{MailLink, Mailbox};
 
 mod cluster;
+mod token;
+mod transport;
 use crate::error::bind_error;
 use crate::limits::EVENTS_PER_POLL;
 use crate::metrics::Health;
@@ -36,21 +35,17 @@ use crate::metrics::{ConnRow, CoreReport, IntrospectionAsk, ReactorMetrics, Snap
 use crate::metrics_server::{CoreHandle, MetricsEndpoint};
 use crate::outbox::Flush;
 use crate::router::ConnKey;
-use cluster::cluster_token;
 pub use cluster::LinkIo;
-
-const LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX - 2);
-const SIGNALS: Token = Token(usize::MAX - 3);
+use token::Source;
+pub use transport::Transport;
+use transport::{Acceptor, Endpoint};
 
 /// A connection's socket, what the reactor knows of its registration, and what `/connz` shows
 /// that only the reactor sees (counted in the read path, once per read, not per message).
 #[derive(Debug)]
 pub struct ConnSocket {
-    stream: TcpStream,
-    wants_write: bool,
+    transport: Transport,
     write_shut: bool,
-    read_queued: bool,
     /// Bytes read from the connection.
     bytes_in: u64,
     /// When it was accepted and when it last sent bytes, in whole seconds since the reactor
@@ -108,7 +103,7 @@ impl StopHandle {
 /// One event loop with its listener and connections.
 pub struct Reactor {
     poll: Poll,
-    listener: TcpListener,
+    acceptor: Acceptor,
     hub: Hub<ConnSocket, LinkIo>,
     siblings: Vec<PeerId>,
     node_net: Option<cluster::NodeNet>,
@@ -116,9 +111,9 @@ pub struct Reactor {
     config: ServerConfig,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
-    read_queue: Vec<ConnKey>,
+    /// Sockets to read this turn: readiness came, or the last read used the turn's budget.
+    read_queue: Vec<Endpoint>,
     scratch: Vec<u8>,
-    accept_paused_until: Option<Instant>,
     metrics: Arc<ReactorMetrics>,
     metrics_endpoint: Option<MetricsEndpoint>,
     counters: Counters,
@@ -149,11 +144,11 @@ impl Reactor {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
         let mut listener = listen(config.listen, config.backlog, reuse_port)?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        poll.registry().register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
         Ok(Self {
             poll,
-            listener,
+            acceptor: Acceptor::new(listener, CLIENT_LISTENER_NAME),
             hub: Hub::new(config.hub.clone()),
             mailbox: Mailbox::new(waker.clone()),
             siblings: Vec::new(),
@@ -163,7 +158,6 @@ impl Reactor {
             waker,
             read_queue: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
-            accept_paused_until: None,
             metrics: Arc::new(ReactorMetrics::default()),
             metrics_endpoint: None,
             counters: Counters::default(),
@@ -177,7 +171,7 @@ impl Reactor {
 
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.acceptor.local_addr()
     }
 
     /// Watches `health` for draining; with `lifecycle`, this reactor's SIGUSR2 drains the server.
@@ -224,7 +218,7 @@ impl Reactor {
         let mut signals = if catch_signals {
             use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
             let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2])?;
-            self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+            self.poll.registry().register(&mut signals, Source::Signals.token(), Interest::READABLE)?;
             Some(signals)
         } else {
             None
@@ -236,15 +230,10 @@ impl Reactor {
         let mut peers = Vec::new();
         loop {
             let now = Instant::now();
-            let mut wake_at = self.next_dial_at().map_or(next_tick, |dial| dial.min(next_tick));
-            if let Some(deadline) = self.hub.next_deadline() {
-                wake_at = wake_at.min(deadline);
-            }
-            let timeout = if self.read_queue.is_empty() && !self.node_reads_pending() {
-                wake_at.saturating_duration_since(now)
-            } else {
-                Duration::ZERO
-            };
+            let deadlines = [self.next_dial_at(), self.hub.next_deadline(), self.acceptor.paused_until()];
+            let wake_at = deadlines.into_iter().flatten().fold(next_tick, Instant::min);
+            let timeout =
+                if self.read_queue.is_empty() { wake_at.saturating_duration_since(now) } else { Duration::ZERO };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -254,20 +243,20 @@ impl Reactor {
             let now = Instant::now();
             let mut stopping = self.stop.load(Ordering::Acquire);
             for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept_all(now),
-                    WAKER => self.take_mail(now),
-                    token if cluster_token(token).is_some() => {
-                        if let Some(which) = cluster_token(token) {
-                            self.cluster_event(which, event, now);
-                        }
-                    }
-                    token if MetricsEndpoint::owns(token) => {
+                let Some(source) = Source::of(event.token()) else {
+                    continue;
+                };
+                match source {
+                    Source::Listener => self.accept_all(now),
+                    Source::ClusterListener => self.accept_nodes(now),
+                    Source::Waker => self.take_mail(now),
+                    Source::Dial(key) => self.finish_dial(key, now),
+                    Source::Metrics(token) => {
                         if let Some(endpoint) = self.metrics_endpoint.as_mut() {
                             endpoint.handle(self.poll.registry(), token, now, &mut self.hub);
                         }
                     }
-                    SIGNALS => {
+                    Source::Signals => {
                         if let Some(signals) = signals.as_mut() {
                             for signal in signals.pending() {
                                 if signal == signal_hook::consts::SIGHUP {
@@ -284,18 +273,11 @@ impl Reactor {
                             }
                         }
                     }
-                    Token(key) => {
-                        if event.is_writable() {
-                            self.flush(key);
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.queue_read(key);
-                        }
-                    }
+                    Source::Conn(key) => self.socket_ready(Endpoint::Conn(key), event),
+                    Source::Link(peer) => self.socket_ready(Endpoint::Link(peer), event),
                 }
             }
-            if self.accept_paused_until.is_some_and(|until| now >= until) {
-                self.accept_paused_until = None;
+            if self.acceptor.resume_due(now) {
                 self.accept_all(now);
             }
             if self.drained_since.is_none() && self.health.as_ref().is_some_and(|h| h.is_draining()) {
@@ -304,11 +286,13 @@ impl Reactor {
             // Before reading: a silent connection due to join the room now gets this turn's messages.
             self.hub.expire_silent(now);
             self.hub.expire_drain(now);
-            std::mem::swap(&mut keys, &mut self.read_queue);
-            for key in keys.drain(..) {
-                self.read(key, now);
+            let mut reads = std::mem::take(&mut self.read_queue);
+            for endpoint in reads.drain(..) {
+                self.read(endpoint, now);
             }
-            self.read_node_links(now);
+            if self.read_queue.is_empty() {
+                self.read_queue = reads; // Keeps the allocation.
+            }
             self.poll_dialer(now);
             if now >= next_tick {
                 self.hub.tick(now);
@@ -322,7 +306,7 @@ impl Reactor {
             }
             self.hub.take_resumed(&mut keys);
             for key in keys.drain(..) {
-                self.queue_read(key);
+                self.queue_read(Endpoint::Conn(key));
             }
             self.flush_queued(&mut keys);
             self.hub.take_links_to_flush(&mut peers);
@@ -346,7 +330,7 @@ impl Reactor {
     /// Stops accepting and schedules every client's `DRAINING` over the drain period.
     fn start_drain(&mut self, now: Instant) {
         self.drained_since = Some(now);
-        if let Err(e) = self.poll.registry().deregister(&mut self.listener) {
+        if let Err(e) = self.poll.registry().deregister(self.acceptor.listener()) {
             log::warn!("draining: could not stop accepting: {e}");
         }
         log::info!("draining: {} connections to move within {:?}", self.hub.len(), self.config.drain_period);
@@ -366,34 +350,14 @@ impl Reactor {
     }
 
     fn accept_all(&mut self, now: Instant) {
-        if self.accept_paused_until.is_some() {
-            return;
-        }
-        loop {
-            let (stream, peer) = match self.listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error().is_some_and(|code| code == 24 || code == 23) => {
-                    // EMFILE / ENFILE: leave the rest in the backlog and try again shortly.
-                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
-                Err(e) => {
-                    log::warn!("accept: {e}");
-                    continue;
-                }
-            };
+        while let Some((stream, peer)) = self.acceptor.accept(now) {
             if let Err(e) = tune_accepted(&stream) {
                 log::debug!("could not tune socket of {peer}: {e}");
             }
             let at = self.seconds_since_start(now);
             let socket = ConnSocket {
-                stream,
-                wants_write: false,
+                transport: Transport::new(stream),
                 write_shut: false,
-                read_queued: false,
                 bytes_in: 0,
                 opened_at_s: at,
                 last_read_s: at,
@@ -402,77 +366,108 @@ impl Reactor {
                 Ok(key) => {
                     let conn = self.hub.conn_mut(key).expect("just opened");
                     conn.set_remote(peer);
-                    if let Err(e) = self.poll.registry().register(&mut conn.io.stream, Token(key), Interest::READABLE) {
+                    let token = Source::Conn(key).token();
+                    if let Err(e) = conn.io.transport.register(self.poll.registry(), token) {
                         log::warn!("register {peer}: {e}");
                         self.hub.handle_hangup(key);
                     } else {
                         log::debug!("connection {key} from {peer}");
                     }
                 }
-                Err((mut socket, refusal)) => {
+                Err((socket, refusal)) => {
                     log::warn!("refusing {peer}: connection limit reached");
                     // Best effort: a fresh socket's send buffer takes a few bytes.
-                    let _ = socket.stream.write(&refusal);
+                    socket.transport.write_once(&refusal);
                 }
             }
         }
     }
 
-    fn queue_read(&mut self, key: ConnKey) {
-        if let Some(conn) = self.hub.conn_mut(key) {
-            if !conn.io.read_queued {
-                conn.io.read_queued = true;
-                self.read_queue.push(key);
+    /// Readiness of a connection's or node link's socket: flush what the kernel refused before,
+    /// and queue a read.
+    fn socket_ready(&mut self, endpoint: Endpoint, event: &mio::event::Event) {
+        if event.is_writable() {
+            match endpoint {
+                Endpoint::Conn(key) => self.flush(key),
+                Endpoint::Link(peer) => self.flush_link(peer),
             }
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.queue_read(endpoint);
         }
     }
 
-    fn read(&mut self, key: ConnKey, now: Instant) {
-        let Some(conn) = self.hub.conn_mut(key) else {
-            return;
+    /// The transport of a connection or node link, if it still exists.
+    fn transport_mut(&mut self, endpoint: Endpoint) -> Option<&mut Transport> {
+        match endpoint {
+            Endpoint::Conn(key) => self.hub.conn_mut(key).map(|conn| &mut conn.io.transport),
+            Endpoint::Link(peer) => match &mut self.hub.link_mut(peer)?.io {
+                LinkIo::Tcp(transport) => Some(transport),
+                LinkIo::Mail(_) => None,
+            },
+        }
+    }
+
+    fn queue_read(&mut self, endpoint: Endpoint) {
+        if self.transport_mut(endpoint).is_some_and(Transport::queue_read) {
+            self.read_queue.push(endpoint);
+        }
+    }
+
+    /// Reads a socket into its input buffer and lets the hub handle what came: the same path
+    /// for clients and node links, but a paused client is left alone (the hub lists it in
+    /// `take_resumed` when it may go on; the bytes wait in the kernel) and a closing one's bytes
+    /// are dropped.
+    fn read(&mut self, endpoint: Endpoint, now: Instant) {
+        let received = match endpoint {
+            Endpoint::Conn(key) => {
+                let Some(conn) = self.hub.conn_mut(key) else {
+                    return;
+                };
+                if conn.is_paused() {
+                    conn.io.transport.read_dequeued();
+                    return;
+                }
+                let keep = !conn.is_closing();
+                let (socket, input) = (&mut conn.io, &mut conn.input);
+                let received = socket.transport.read(&mut self.scratch, input, keep);
+                socket.bytes_in += received.bytes as u64;
+                if received.bytes > 0 {
+                    socket.last_read_s = seconds_since(self.started, now);
+                }
+                received
+            }
+            Endpoint::Link(peer) => {
+                let Some(link) = self.hub.link_mut(peer) else {
+                    return;
+                };
+                let LinkIo::Tcp(transport) = &mut link.io else {
+                    return;
+                };
+                transport.read(&mut self.scratch, &mut link.input, true)
+            }
         };
-        conn.io.read_queued = false;
-        if conn.is_paused() {
-            // The hub lists it in take_resumed when it may go on; the bytes wait in the kernel.
-            return;
+        self.counters.bytes_in += received.bytes as u64;
+        if received.again {
+            self.read_queue.push(endpoint);
         }
-        let mut total = 0;
-        let mut hangup = false;
-        loop {
-            match conn.io.stream.read(&mut self.scratch) {
-                Ok(0) => {
-                    hangup = true;
-                    break;
+        match endpoint {
+            Endpoint::Conn(key) => {
+                if received.bytes > 0 {
+                    self.hub.handle_input(key, now);
                 }
-                Ok(n) => {
-                    if !conn.is_closing() {
-                        conn.input.extend_from_slice(&self.scratch[..n]);
-                    }
-                    total += n;
-                    self.counters.bytes_in += n as u64;
-                    conn.io.bytes_in += n as u64;
-                    if total >= READ_BYTES_PER_TURN_MAX {
-                        // Come back next turn; edge-triggered readiness will not remind us.
-                        conn.io.read_queued = true;
-                        self.read_queue.push(key);
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::debug!("read from connection {key}: {e}");
-                    hangup = true;
-                    break;
+                if received.closed {
+                    self.hub.handle_hangup(key);
                 }
             }
-        }
-        if total > 0 {
-            conn.io.last_read_s = seconds_since(self.started, now);
-            self.hub.handle_input(key, now);
-        }
-        if hangup {
-            self.hub.handle_hangup(key);
+            Endpoint::Link(peer) => {
+                if received.bytes > 0 {
+                    self.hub.handle_link_input(peer, now);
+                }
+                if received.closed {
+                    self.hub.link_down(peer, now);
+                }
+            }
         }
     }
 
@@ -484,6 +479,8 @@ impl Reactor {
         }
     }
 
+    /// Flushes a connection's outbox; once a closing connection's last bytes are out, sends FIN
+    /// and waits for the peer to hang up.
     fn flush(&mut self, key: ConnKey) {
         let Some(conn) = self.hub.conn_mut(key) else {
             return;
@@ -491,32 +488,15 @@ impl Reactor {
         let closing = conn.is_closing();
         let (socket, outbox) = conn.io_and_outbox();
         let queued = outbox.queued_bytes();
-        let result = outbox.flush_to(&mut socket.stream);
+        let result =
+            socket.transport.flush(self.poll.registry(), Source::Conn(key).token(), |mut w| outbox.flush_to(&mut w));
         self.counters.bytes_out += (queued - outbox.queued_bytes()) as u64;
-        let registry = self.poll.registry();
         match result {
-            Ok(Flush::Drained) => {
-                if socket.wants_write {
-                    socket.wants_write = false;
-                    if let Err(e) = registry.reregister(&mut socket.stream, Token(key), Interest::READABLE) {
-                        log::debug!("reregister connection {key}: {e}");
-                    }
-                }
-                if closing && !socket.write_shut {
-                    // Our last bytes are out: send FIN, then wait for the peer to hang up.
-                    socket.write_shut = true;
-                    let _ = socket.stream.shutdown(Shutdown::Write);
-                }
+            Ok(Flush::Drained) if closing && !socket.write_shut => {
+                socket.write_shut = true;
+                socket.transport.shutdown(Shutdown::Write);
             }
-            Ok(Flush::Blocked) => {
-                if !socket.wants_write {
-                    socket.wants_write = true;
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) = registry.reregister(&mut socket.stream, Token(key), interest) {
-                        log::debug!("reregister connection {key}: {e}");
-                    }
-                }
-            }
+            Ok(_) => {}
             Err(e) => {
                 log::debug!("write to connection {key}: {e}");
                 self.hub.handle_hangup(key);
@@ -573,7 +553,7 @@ impl Reactor {
                 core,
                 id: view.key,
                 session_id: view.session_id,
-                remote: view.io.stream.peer_addr().ok(),
+                remote: view.io.transport.stream().peer_addr().ok(),
                 name: view.name.clone(),
                 mode: view.mode,
                 rooms: view.rooms,
@@ -644,7 +624,7 @@ impl Reactor {
                 }
             }
             if let Some(mut socket) = self.hub.remove(key) {
-                let _ = self.poll.registry().deregister(&mut socket.stream);
+                socket.transport.deregister(self.poll.registry());
             }
         }
     }

@@ -2188,3 +2188,62 @@ fn a_join_right_after_a_node_link_forms_gets_what_is_published_after_its_joined(
          that followed it:\n{text}"
     );
 }
+
+/// A slow link does not hold a local `JOIN` behind its data: 2 nodes of 1 core, the path from
+/// n0 to n1 throttled to 10 kB/s while n0 publishes 20 kB/s into a room n1 listens to. A `JOIN`
+/// of a new room on n0 needs n1's ack; the interest frame passes the data backlog in n0's link
+/// queue (only the kernel's buffer and the frame on the wire are ahead of it), so `JOINED`
+/// comes within a fraction of the ack wait, and no ack times out. Queued behind the data (as
+/// before control frames had their own queue), it would wait for the whole backlog.
+#[test]
+fn a_join_on_a_node_with_a_slow_backlogged_link_is_not_held_behind_the_data() {
+    let setup = Setup {
+        nodes: 2,
+        cores: 1,
+        peers_of: vec![vec![], vec![addr_of(0)]],
+        delays: vec![vec![5; 2]; 2],
+        chaos_end: 0,
+        fault_gap_ms: 0,
+        workload_gap_ms: 1,
+        clock_origin_us: 0,
+    };
+    let mut sim = Sim::with(7, setup, true);
+    let (listener, publisher) = (sim.connect_client(1, 0, false), sim.connect_client(0, 0, false));
+    sim.join(listener, 0, 0);
+    sim.join(publisher, 0, 0);
+    let linked = |sim: &Sim| sim.conns.first().is_some_and(|c| c.ends.iter().all(|e| e.up_step.is_some()));
+    while !linked(&sim) {
+        assert!(sim.now < 1000, "no link");
+        sim.run_until(sim.now + 1);
+    }
+    sim.run_until(sim.now + 100);
+    let (rate, flood_ms, publish_every_ms, filler) = (10_000, 1500, 10, 190);
+    sim.add_fault(Fault::Throttle(vec![(0, 1)], rate), 60_000);
+    let flood_until = sim.now + flood_ms;
+    while sim.now < flood_until {
+        sim.publish(publisher, 0, filler, false);
+        sim.run_until(sim.now + publish_every_ms);
+    }
+    let backlog = sim.nodes[0].hubs[0].link_queued_bytes();
+    assert!(backlog > 5 * SOCKET_BYTES, "the flood built no backlog in n0's link queue ({backlog} bytes)");
+    // n1 has a member in r1, so n0's JOIN of r1 waits for n1's ack; the flood goes on.
+    let other = sim.connect_client(1, 0, false);
+    sim.join(other, 1, 0);
+    let joiner = sim.connect_client(0, 0, false);
+    sim.join(joiner, 1, 0);
+    let m = sim.clients[joiner].rooms[1].expect("a membership");
+    let asked = sim.now;
+    // Ahead of the interest: the kernel's buffer and one frame, at the throttled rate; then a
+    // round trip and a timer tick.
+    let bound = (2 * SOCKET_BYTES as Ms * 1000) / rate as Ms + 2 * 5 + TICK_MS + 100;
+    while sim.memberships[m].joined.is_none() {
+        let backlog = sim.nodes[0].hubs[0].link_queued_bytes();
+        assert!(
+            sim.now < asked + bound,
+            "no JOINED within {bound} ms on a link that is slow but up ({backlog} bytes queued behind)"
+        );
+        sim.publish(publisher, 0, filler, false);
+        sim.run_until(sim.now + publish_every_ms);
+    }
+    assert_eq!(sim.nodes[0].hubs[0].stats().interest_acks_timed_out, 0);
+}

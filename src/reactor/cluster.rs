@@ -1,32 +1,27 @@
 //! The gateway reactor's network side of the cluster: the node listener, dialing known nodes
-//! with backoff, resolving host names (on a helper thread: the event loop never waits for DNS),
-//! and moving bytes of node links (TCP) in and out. What the bytes mean is the hub's business,
-//! exactly as for sibling links.
+//! with backoff, and resolving host names (on a helper thread: the event loop never waits for
+//! DNS). A node link, once connected, is a [`Transport`] like a client connection: the reactor
+//! reads and flushes both through one path. What the bytes mean is the hub's business, exactly
+//! as for sibling links.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Token, Waker};
+use mio::{Interest, Waker};
 use slab::Slab;
 
+use super::token::Source;
+use super::transport::{Acceptor, Transport};
 use super::Reactor;
 use crate::cluster::Dialer;
 use crate::interest::PeerId;
-use crate::limits::{ACCEPT_BACKOFF, NODE_LINKS_PENDING_MAX, NODE_LINK_UNSENT_BYTES_MAX, READ_BYTES_PER_TURN_MAX};
+use crate::limits::{NODE_LINKS_PENDING_MAX, NODE_LINK_UNSENT_BYTES_MAX};
 use crate::mailbox::{MailLink, Sent};
-use crate::outbox::Flush;
-
-/// Token of the listener for node links.
-pub(super) const CLUSTER_LISTENER: Token = Token(usize::MAX - 5);
-/// Node links take tokens from here up (client connection keys never get near it).
-const LINK_TOKEN_BASE: usize = 1 << 40;
-/// Dials in progress take tokens from here up.
-const DIAL_TOKEN_BASE: usize = 1 << 41;
 
 /// What a peer link runs over: in-memory mail to a sibling core, or TCP to another node.
 #[derive(Debug)]
@@ -34,27 +29,16 @@ pub enum LinkIo {
     /// A sibling core in this process.
     Mail(MailLink),
     /// Another node.
-    Tcp(TcpLink),
-}
-
-/// A node link's socket and its registration state.
-#[derive(Debug)]
-pub struct TcpLink {
-    stream: TcpStream,
-    wants_write: bool,
-    read_queued: bool,
+    Tcp(Transport),
 }
 
 /// The gateway's cluster networking.
 #[derive(Debug)]
 pub(super) struct NodeNet {
-    listener: TcpListener,
+    acceptor: Acceptor,
     dialer: Dialer,
     /// Dials in progress: the address and the connecting socket.
     dials: Slab<(String, TcpStream)>,
-    read_queue: Vec<PeerId>,
-    /// Accepting node links pauses until then after the process ran out of descriptors.
-    accept_paused_until: Option<Instant>,
     /// Resolves host names of node addresses; started at the first name.
     resolver: Option<Resolver>,
     /// Names handed to the resolver and not answered yet (each is asked once at a time).
@@ -152,7 +136,7 @@ impl NodeNet {
             return; // The answer to the earlier request will do.
         }
         if self.resolver.is_none() {
-            match Resolver::start(waker.clone(), self.listener.local_addr().ok()) {
+            match Resolver::start(waker.clone(), self.acceptor.local_addr().ok()) {
                 Ok(resolver) => self.resolver = Some(resolver),
                 Err(e) => return self.dial_failed(&name, &format_args!("cannot start a resolver thread: {e}"), now),
             }
@@ -184,25 +168,6 @@ impl NodeNet {
     }
 }
 
-/// Which cluster-networking object a token names.
-pub(super) enum ClusterToken {
-    Listener,
-    Link(PeerId),
-    Dial(usize),
-}
-
-/// Classifies `token` if it belongs to the cluster side.
-pub(super) fn cluster_token(token: Token) -> Option<ClusterToken> {
-    match token.0 {
-        _ if token == CLUSTER_LISTENER => Some(ClusterToken::Listener),
-        t if (LINK_TOKEN_BASE..DIAL_TOKEN_BASE).contains(&t) => Some(ClusterToken::Link(t - LINK_TOKEN_BASE)),
-        t if (DIAL_TOKEN_BASE..DIAL_TOKEN_BASE + (1 << 20)).contains(&t) => {
-            Some(ClusterToken::Dial(t - DIAL_TOKEN_BASE))
-        }
-        _ => None,
-    }
-}
-
 impl Reactor {
     /// Makes this reactor its node's gateway: listen for node links on `listen` and keep
     /// dialing `peers` (and every node gossip tells of) until linked.
@@ -212,14 +177,12 @@ impl Reactor {
         own_addr: String,
         peers: &[String],
     ) -> io::Result<()> {
-        self.poll.registry().register(&mut listener, CLUSTER_LISTENER, Interest::READABLE)?;
+        self.poll.registry().register(&mut listener, Source::ClusterListener.token(), Interest::READABLE)?;
         let seed = self.hub.random_u64();
         let mut net = NodeNet {
-            listener,
+            acceptor: Acceptor::new(listener, "cluster listener"),
             dialer: Dialer::new(own_addr, seed),
             dials: Slab::new(),
-            read_queue: Vec::new(),
-            accept_paused_until: None,
             resolver: None,
             resolving: BTreeSet::new(),
         };
@@ -233,44 +196,11 @@ impl Reactor {
         Ok(())
     }
 
-    /// Handles readiness of a cluster token.
-    pub(super) fn cluster_event(&mut self, which: ClusterToken, event: &mio::event::Event, now: Instant) {
-        match which {
-            ClusterToken::Listener => self.accept_nodes(now),
-            ClusterToken::Dial(key) => self.finish_dial(key, now),
-            ClusterToken::Link(peer) => {
-                if event.is_writable() {
-                    self.flush_link(peer);
-                }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.queue_node_read(peer);
-                }
-            }
-        }
-    }
-
-    fn accept_nodes(&mut self, now: Instant) {
+    /// Accepts node links, each as a [`Transport`] the hub authenticates.
+    pub(super) fn accept_nodes(&mut self, now: Instant) {
         loop {
-            let Some(net) = self.node_net.as_mut() else {
+            let Some((stream, from)) = self.node_net.as_mut().and_then(|net| net.acceptor.accept(now)) else {
                 return;
-            };
-            if net.accept_paused_until.is_some() {
-                return;
-            }
-            let (stream, from) = match net.listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error().is_some_and(|code| code == 24 || code == 23) => {
-                    // EMFILE / ENFILE: leave the rest in the backlog and try again shortly.
-                    log::warn!("cluster accept: {e}; pausing node accepts for {ACCEPT_BACKOFF:?}");
-                    net.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
-                Err(e) => {
-                    log::warn!("cluster accept: {e}");
-                    return;
-                }
             };
             if self.hub.pending_node_links() >= NODE_LINKS_PENDING_MAX {
                 // Nobody unauthenticated gets a link (or a handshake timer) beyond the cap: a
@@ -292,15 +222,13 @@ impl Reactor {
         if let Err(e) = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NODE_LINK_UNSENT_BYTES_MAX) {
             log::debug!("TCP_NOTSENT_LOWAT on a node link: {e}");
         }
-        let link = TcpLink { stream, wants_write: false, read_queued: false };
-        let remote = link.stream.peer_addr().ok();
-        let peer = self.hub.add_node_link(LinkIo::Tcp(link), dialed, remote, now);
-        let token = Token(LINK_TOKEN_BASE + peer);
+        let remote = stream.peer_addr().ok();
+        let peer = self.hub.add_node_link(LinkIo::Tcp(Transport::new(stream)), dialed, remote, now);
         let link = self.hub.link_mut(peer)?;
-        let LinkIo::Tcp(tcp) = &mut link.io else {
+        let LinkIo::Tcp(transport) = &mut link.io else {
             return None;
         };
-        if let Err(e) = self.poll.registry().register(&mut tcp.stream, token, Interest::READABLE) {
+        if let Err(e) = transport.register(self.poll.registry(), Source::Link(peer).token()) {
             log::warn!("register node link: {e}");
             self.hub.link_down(peer, now);
             return None;
@@ -315,8 +243,7 @@ impl Reactor {
         let Some(net) = self.node_net.as_mut() else {
             return;
         };
-        if net.accept_paused_until.is_some_and(|until| now >= until) {
-            net.accept_paused_until = None;
+        if net.acceptor.resume_due(now) {
             self.accept_nodes(now);
         }
         let Some(net) = self.node_net.as_mut() else {
@@ -354,7 +281,7 @@ impl Reactor {
             match dialed {
                 Ok(mut stream) => {
                     let key = net.dials.vacant_key();
-                    let token = Token(DIAL_TOKEN_BASE + key);
+                    let token = Source::Dial(key).token();
                     match self.poll.registry().register(&mut stream, token, Interest::WRITABLE) {
                         Ok(()) => {
                             net.dials.insert((dial.addr, stream));
@@ -371,13 +298,14 @@ impl Reactor {
     pub(super) fn next_dial_at(&self) -> Option<Instant> {
         let net = self.node_net.as_ref()?;
         let dial = net.dialer.next_timeout();
-        match (dial, net.accept_paused_until) {
+        match (dial, net.acceptor.paused_until()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    fn finish_dial(&mut self, key: usize, now: Instant) {
+    /// A dial's socket became writable: connected (it becomes a link) or failed (redialed).
+    pub(super) fn finish_dial(&mut self, key: usize, now: Instant) {
         let Some(net) = self.node_net.as_mut() else {
             return;
         };
@@ -404,108 +332,25 @@ impl Reactor {
         }
     }
 
-    fn queue_node_read(&mut self, peer: PeerId) {
-        let Some(link) = self.hub.link_mut(peer) else {
-            return;
-        };
-        if let LinkIo::Tcp(tcp) = &mut link.io {
-            if !tcp.read_queued {
-                tcp.read_queued = true;
-                if let Some(net) = self.node_net.as_mut() {
-                    net.read_queue.push(peer);
-                }
-            }
-        }
-    }
-
-    /// Reads every node link that had readiness this turn.
-    pub(super) fn read_node_links(&mut self, now: Instant) {
-        let Some(net) = self.node_net.as_mut() else {
-            return;
-        };
-        let queue = std::mem::take(&mut net.read_queue);
-        for peer in queue {
-            self.read_node_link(peer, now);
-        }
-    }
-
-    /// Whether node links wait to be read again without new readiness.
-    pub(super) fn node_reads_pending(&self) -> bool {
-        self.node_net.as_ref().is_some_and(|n| !n.read_queue.is_empty())
-    }
-
-    fn read_node_link(&mut self, peer: PeerId, now: Instant) {
-        let Some(link) = self.hub.link_mut(peer) else {
-            return;
-        };
-        let LinkIo::Tcp(tcp) = &mut link.io else {
-            return;
-        };
-        tcp.read_queued = false;
-        let mut total = 0;
-        let mut failed = false;
-        loop {
-            match tcp.stream.read(&mut self.scratch) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => {
-                    link.input.extend_from_slice(&self.scratch[..n]);
-                    total += n;
-                    if total >= READ_BYTES_PER_TURN_MAX {
-                        tcp.read_queued = true;
-                        if let Some(net) = self.node_net.as_mut() {
-                            net.read_queue.push(peer);
-                        }
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::debug!("read from node link {peer}: {e}");
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if total > 0 {
-            self.hub.handle_link_input(peer, now);
-        }
-        if failed {
-            self.hub.link_down(peer, now);
-        }
-    }
-
     /// Hands a link's queued frames to its transport: one mail batch, or vectored writes.
     pub(super) fn flush_link(&mut self, peer: PeerId) {
         let Some(link) = self.hub.link_mut(peer) else {
             return;
         };
         let (io, queues) = link.io_and_queues();
-        let tcp = match io {
+        let transport = match io {
             LinkIo::Mail(mail) => {
                 if mail.send(queues.queued_bytes(), |batch| queues.flush_to(batch).map(|_| ())) == Sent::Blocked {
                     log::debug!("peer link {peer} is behind; holding frames back");
                 }
                 return;
             }
-            LinkIo::Tcp(tcp) => tcp,
+            LinkIo::Tcp(transport) => transport,
         };
-        let wants_write = match queues.flush_to(&mut tcp.stream) {
-            Ok(Flush::Drained) => false,
-            Ok(Flush::Blocked) => true,
-            Err(e) => {
-                log::debug!("write to node link {peer}: {e}");
-                self.hub.link_down(peer, std::time::Instant::now());
-                return;
-            }
-        };
-        if wants_write != tcp.wants_write {
-            tcp.wants_write = wants_write;
-            let interest = if wants_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            let _ = self.poll.registry().reregister(&mut tcp.stream, Token(LINK_TOKEN_BASE + peer), interest);
+        let token = Source::Link(peer).token();
+        if let Err(e) = transport.flush(self.poll.registry(), token, |mut w| queues.flush_to(&mut w)) {
+            log::debug!("write to node link {peer}: {e}");
+            self.hub.link_down(peer, std::time::Instant::now());
         }
     }
 
@@ -515,9 +360,9 @@ impl Reactor {
         self.hub.take_links_down(&mut down);
         for peer in down {
             let node_id = self.hub.link_mut(peer).and_then(|l| l.peer_node_id());
-            if let Some(LinkIo::Tcp(mut tcp)) = self.hub.remove_link(peer) {
-                let _ = self.poll.registry().deregister(&mut tcp.stream);
-                let _ = tcp.stream.shutdown(Shutdown::Both);
+            if let Some(LinkIo::Tcp(mut transport)) = self.hub.remove_link(peer) {
+                transport.deregister(self.poll.registry());
+                transport.shutdown(Shutdown::Both);
             }
             if let Some(net) = self.node_net.as_mut() {
                 net.dialer.link_down(peer, node_id, now);
