@@ -13,6 +13,7 @@ use crate::limits::{
 };
 use crate::limits::{TICKS_PER_TIMEOUT, TICK_MAX, TICK_MIN, TIMEOUT_MIN};
 use crate::session::Timeouts;
+use crate::tls::{ClusterTls, ListenerTls};
 
 /// Default address `fanout serve` listens on.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -80,6 +81,17 @@ pub struct ServerConfig {
     pub reload: Option<ReloadHook>,
     /// Over how long a draining server (SIGUSR2) closes its clients, spread evenly.
     pub drain_period: Duration,
+    /// Where clients connect over TLS, and with which certificate, if anywhere.
+    pub tls: Option<TlsListenerConfig>,
+}
+
+/// The client TLS listener: a port of its own (as NATS and Redis do), beside the plain one.
+#[derive(Debug, Clone)]
+pub struct TlsListenerConfig {
+    /// Address TLS clients connect to.
+    pub listen: SocketAddr,
+    /// The certificate (re-read on reload) and, for mutual TLS, the clients' CA.
+    pub tls: ListenerTls,
 }
 
 /// What SIGHUP runs: re-reads the files the server was started from and applies what may change
@@ -115,8 +127,11 @@ pub struct ClusterConfig {
     pub advertise: Option<String>,
     /// Nodes to dial at start; the rest are learned from them.
     pub peers: Vec<String>,
-    /// The shared secret every node proves it knows.
+    /// The shared secret every node proves it knows; empty when node-link TLS alone proves
+    /// membership (see `protocol.md`, "TLS").
     pub secret: Vec<u8>,
+    /// Node-link TLS: every link encrypted, both ends verified against the cluster CA.
+    pub tls: Option<ClusterTls>,
     /// This node's id, unique in the cluster; `None` derives one from the bound cluster address.
     pub node_id: Option<u16>,
 }
@@ -129,6 +144,7 @@ impl fmt::Debug for ClusterConfig {
             .field("advertise", &self.advertise)
             .field("peers", &self.peers)
             .field("node_id", &self.node_id)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -211,6 +227,7 @@ impl ServerConfig {
             cluster: None,
             reload: None,
             drain_period: crate::limits::DRAIN_PERIOD,
+            tls: None,
         }
     }
 

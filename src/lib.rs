@@ -31,3 +31,4 @@ pub(crate) mod reactor;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod tls;

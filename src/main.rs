@@ -16,10 +16,11 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use fanout::auth::Tokens;
-use fanout::config::{ClusterConfig, ConfigError, ReloadHook, ServerConfig, DEFAULT_LISTEN};
+use fanout::config::{ClusterConfig, ConfigError, ReloadHook, ServerConfig, TlsListenerConfig, DEFAULT_LISTEN};
 use fanout::limits;
 use fanout::logging::{self, LogFormat};
 use fanout::server::Server;
+use fanout::tls::{ClusterTls, ListenerTls, TlsFiles};
 use log::LevelFilter;
 
 mod chat;
@@ -35,7 +36,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the relay server.
-    Serve(ServeArgs),
+    // Boxed: the server's settings dwarf every other command's.
+    Serve(Box<ServeArgs>),
     /// Chat from the terminal: type lines, read everyone else's.
     Chat(chat::ChatArgs),
     /// Load-test a server (fanout, NATS or Redis pub/sub): throughput, latency, loss.
@@ -92,6 +94,19 @@ struct ServeArgs {
     /// reads it again.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Accept clients over TLS on this address too (needs --tls-cert and --tls-key); the plain
+    /// --listen stays open.
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
+    /// The TLS listener's certificate chain, PEM (the certificate first); SIGHUP reads it again.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM; SIGHUP reads it again.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Require TLS clients to present a certificate issued by a CA in this PEM file (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
     /// Join a cluster: accept links from other nodes here (and tell them to dial it).
     #[arg(long)]
     cluster_listen: Option<SocketAddr>,
@@ -103,9 +118,22 @@ struct ServeArgs {
     /// resolved at every dial and each of its addresses dialed. The rest are learned from them.
     #[arg(long = "peer", value_name = "ADDR")]
     peers: Vec<String>,
-    /// File holding the cluster's shared secret (required with --cluster-listen).
+    /// File holding the cluster's shared secret (required with --cluster-listen unless node-link
+    /// TLS is on; with it, a second proof of membership).
     #[arg(long)]
     cluster_secret_file: Option<PathBuf>,
+    /// Node-link TLS: this node's certificate, PEM, for the addresses it is dialed at (its
+    /// --cluster-advertise host); every node link is encrypted and both ends verified. SIGHUP
+    /// reads it again.
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// The private key of --cluster-tls-cert, PEM.
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_key: Option<PathBuf>,
+    /// The CA that issued every node's certificate, PEM: a node link is accepted only from a node
+    /// with a certificate it issued.
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_ca: Option<PathBuf>,
     /// This node's id, unique in the cluster (default: derived from the advertised address;
     /// required when that is a loopback address).
     #[arg(long)]
@@ -192,6 +220,7 @@ fn load(argv: &[OsString]) -> Result<Loaded, String> {
     let Command::Serve(args) = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?.command else {
         return Err("not a serve command".into());
     };
+    let args = *args;
     Ok(Loaded { args, from_command_line, from_file, values })
 }
 
@@ -261,7 +290,13 @@ fn serve(argv: Vec<OsString>) -> ExitCode {
     if let Some(path) = &args.config {
         log::info!("settings from {} (flags override it)", path.display());
     }
-    let reloader = Reloader { argv, tokens: config.hub.tokens.clone(), started_with: loaded.values };
+    let reloader = Reloader {
+        argv,
+        tokens: config.hub.tokens.clone(),
+        listener_tls: config.tls.as_ref().map(|t| t.tls.clone()),
+        cluster_tls: config.cluster.as_ref().and_then(|c| c.tls.clone()),
+        started_with: loaded.values,
+    };
     config.reload = Some(ReloadHook::new(move || reloader.reload()));
     let reactor = match Server::bind(config, threads) {
         Ok(reactor) => reactor,
@@ -354,28 +389,69 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
     if let Some(path) = &args.token_file {
         config.hub.tokens = Some(Tokens::read(path)?);
     }
+    config.tls = tls_listener_config(args)?;
     config.cluster = cluster_config(args)?;
     Ok(config)
 }
 
-fn cluster_config(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError> {
-    let Some(listen) = args.cluster_listen else {
-        if !args.peers.is_empty() || args.cluster_secret_file.is_some() {
-            return Err(ConfigError("--peer and --cluster-secret-file need --cluster-listen".into()));
+/// The client TLS listener's settings; reads and checks the certificate and key.
+fn tls_listener_config(args: &ServeArgs) -> Result<Option<TlsListenerConfig>, ConfigError> {
+    let Some(listen) = args.tls_listen else {
+        if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
+            return Err(ConfigError("--tls-cert, --tls-key and --tls-client-ca need --tls-listen".into()));
         }
         return Ok(None);
     };
-    let Some(secret_file) = &args.cluster_secret_file else {
-        return Err(ConfigError("--cluster-listen needs --cluster-secret-file".into()));
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Err(ConfigError("--tls-listen needs --tls-cert and --tls-key".into()));
     };
-    let secret = ClusterConfig::read_secret(secret_file)?;
+    let files = TlsFiles {
+        cert: ("--tls-cert", cert.clone()),
+        key: ("--tls-key", key.clone()),
+        ca: args.tls_client_ca.clone().map(|ca| ("--tls-client-ca", ca)),
+    };
+    Ok(Some(TlsListenerConfig { listen, tls: ListenerTls::load(files)? }))
+}
+
+fn cluster_config(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError> {
+    let tls = cluster_tls(args)?;
+    let Some(listen) = args.cluster_listen else {
+        if !args.peers.is_empty() || args.cluster_secret_file.is_some() || tls.is_some() {
+            return Err(ConfigError(
+                "--peer, --cluster-secret-file and --cluster-tls-cert need --cluster-listen".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let secret = match (&args.cluster_secret_file, &tls) {
+        (Some(secret_file), _) => ClusterConfig::read_secret(secret_file)?,
+        // The certificates prove membership; the HMAC handshake runs with no secret.
+        (None, Some(_)) => Vec::new(),
+        (None, None) => {
+            return Err(ConfigError("--cluster-listen needs --cluster-secret-file or --cluster-tls-cert".into()))
+        }
+    };
     Ok(Some(ClusterConfig {
         listen,
         advertise: args.cluster_advertise.clone(),
         peers: args.peers.clone(),
         secret,
         node_id: args.node_id,
+        tls,
     }))
+}
+
+/// Node-link TLS, if configured: all three files or none.
+fn cluster_tls(args: &ServeArgs) -> Result<Option<ClusterTls>, ConfigError> {
+    match (&args.cluster_tls_cert, &args.cluster_tls_key, &args.cluster_tls_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(ClusterTls::load(TlsFiles {
+            cert: ("--cluster-tls-cert", cert.clone()),
+            key: ("--cluster-tls-key", key.clone()),
+            ca: Some(("--cluster-tls-ca", ca.clone())),
+        })?)),
+        _ => Err(ConfigError("--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together".into())),
+    }
 }
 
 /// Settings SIGHUP applies to the running server; any other change waits for a restart.
@@ -387,6 +463,10 @@ struct Reloader {
     argv: Vec<OsString>,
     /// The set every hub checks `HELLO` against, if the server started with a token file.
     tokens: Option<Tokens>,
+    /// The client TLS listener's certificate, re-read from its files.
+    listener_tls: Option<ListenerTls>,
+    /// Node links' certificate, re-read from its files.
+    cluster_tls: Option<ClusterTls>,
     /// The settings at start, to tell which changes need a restart.
     started_with: BTreeMap<String, Vec<String>>,
 }
@@ -412,6 +492,28 @@ impl Reloader {
             },
             _ => None,
         };
+        // Certificates are re-read from the files the server started with (a changed path takes
+        // a restart, like any other setting); a renewal that does not load changes nothing.
+        let listener_tls = match self.listener_tls.as_ref().map(ListenerTls::reread).transpose() {
+            Ok(config) => config,
+            Err(e) => {
+                log::error!("reload failed, nothing changed (the TLS certificate in force stays): {}", e.0);
+                return;
+            }
+        };
+        let cluster_tls = match self.cluster_tls.as_ref().map(ClusterTls::reread).transpose() {
+            Ok(configs) => configs,
+            Err(e) => {
+                log::error!("reload failed, nothing changed (the node-link certificate in force stays): {}", e.0);
+                return;
+            }
+        };
+        if let (Some(tls), Some(config)) = (&self.listener_tls, listener_tls) {
+            tls.replace(config);
+        }
+        if let (Some(tls), Some(configs)) = (&self.cluster_tls, cluster_tls) {
+            tls.replace(configs);
+        }
         let (level, env_warning) = log_level(&loaded);
         if let Some(warning) = env_warning {
             log::warn!("{warning}");

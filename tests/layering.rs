@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["limits", "error", "logging"],
     &["interest", "router", "outbox"],
     &["presence"],
-    &["auth"],
+    &["auth", "tls"],
     &["session"],
     &["cluster"],
     &["config"],

@@ -49,6 +49,19 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Whether `first_bytes` (the first a peer sent; any prefix will do) can start a TLS connection:
+/// a handshake record (content type 22) of TLS 1.x. A plain fanout client or node starts
+/// otherwise (a frame length's zero byte, or text), so a TLS port can say what it got instead.
+pub fn starts_like_tls(first_bytes: &[u8]) -> bool {
+    const HANDSHAKE_RECORD: u8 = 0x16;
+    const TLS_MAJOR_VERSION: u8 = 0x03;
+    match first_bytes {
+        [] => true,
+        [kind] => *kind == HANDSHAKE_RECORD,
+        [kind, major, ..] => *kind == HANDSHAKE_RECORD && *major == TLS_MAJOR_VERSION,
+    }
+}
+
 /// Why a TLS connection failed. Every variant ends the connection; none is a panic.
 #[derive(Debug)]
 pub enum TlsError {

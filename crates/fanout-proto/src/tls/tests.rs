@@ -305,3 +305,16 @@ fn client_files_are_checked_with_errors_naming_the_flag() {
         assert!(e.0.contains(flag) && e.0.contains(needle), "{e}");
     }
 }
+
+#[test]
+fn a_client_hello_starts_like_tls_and_plain_protocol_bytes_do_not() {
+    let (mut client, _) = pair();
+    let mut hello = Vec::new();
+    client.write_records(&mut hello).unwrap();
+    for prefix in 0..=hello.len().min(8) {
+        assert!(starts_like_tls(&hello[..prefix]), "{prefix} bytes");
+    }
+    for plain in [&b"\x00\x00\x00\x10\x01"[..], b"hello\n", b"/nick bob\n", b"\x16\x00"] {
+        assert!(!starts_like_tls(plain), "{plain:?}");
+    }
+}
