@@ -269,6 +269,36 @@ impl<T, L> Hub<T, L> {
 
     /// Takes a new connection, or gives it back with the `SERVER_FULL` frame to send it.
     pub fn open(&mut self, io: T, now: Instant) -> Result<ConnKey, (T, Bytes)> {
+        let key = self.open_counted(io, now)?;
+        self.start_silence(key, now);
+        Ok(key)
+    }
+
+    /// Takes a new connection whose first bytes wait behind its transport's own handshake
+    /// (TLS): it is counted against the connection limit and its handshake timeout runs from
+    /// `now`, like any other's, but its line-mode silence starts only at
+    /// [`Hub::transport_ready`] — a binary client cannot send `HELLO` before the TLS handshake
+    /// is over, however long that takes on a slow network.
+    pub fn open_behind_handshake(&mut self, io: T, now: Instant) -> Result<ConnKey, (T, Bytes)> {
+        self.open_counted(io, now)
+    }
+
+    /// The transport of a connection opened with [`Hub::open_behind_handshake`] finished its
+    /// handshake at `now`: its line-mode silence starts.
+    pub fn transport_ready(&mut self, key: ConnKey, now: Instant) {
+        self.start_silence(key, now);
+    }
+
+    /// Starts the silence after which the connection is taken as line mode.
+    fn start_silence(&mut self, key: ConnKey, now: Instant) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        // Deadlines are `now` plus a constant, so the queue stays in deadline order.
+        self.undecided.push_back((now + LINE_MODE_SILENCE, key, conn.session_id()));
+    }
+
+    fn open_counted(&mut self, io: T, now: Instant) -> Result<ConnKey, (T, Bytes)> {
         if self.config.live_connections.fetch_add(1, Ordering::AcqRel) >= self.config.connections_max {
             self.config.live_connections.fetch_sub(1, Ordering::AcqRel);
             self.stats.refused_full += 1;
@@ -299,7 +329,7 @@ impl<T, L> Hub<T, L> {
             greeted: false,
             remote: None,
         });
-        self.undecided.push_back((now + LINE_MODE_SILENCE, key, session_id));
+        debug_assert_eq!(self.conns[key].session_id(), session_id);
         Ok(key)
     }
 

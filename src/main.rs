@@ -305,6 +305,12 @@ fn serve(argv: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match reactor.local_tls_addr() {
+        // Scripts and tests read this line too: keep the address last.
+        Some(Ok(addr)) => log::info!("TLS clients connect to {addr}"),
+        Some(Err(e)) => log::warn!("accepting TLS clients, address unknown: {e}"),
+        None => {}
+    }
     match reactor.local_addr() {
         Ok(addr) => {
             // Scripts and tests read this line: keep the address last.

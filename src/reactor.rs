@@ -35,10 +35,11 @@ use crate::metrics::{ConnRow, CoreReport, IntrospectionAsk, ReactorMetrics, Snap
 use crate::metrics_server::{CoreHandle, MetricsEndpoint};
 use crate::outbox::Flush;
 use crate::router::ConnKey;
+use crate::tls::ListenerTls;
 pub use cluster::LinkIo;
 use token::Source;
 pub use transport::Transport;
-use transport::{Acceptor, Endpoint};
+use transport::{Acceptor, Endpoint, TlsFailure};
 
 /// A connection's socket, what the reactor knows of its registration, and what `/connz` shows
 /// that only the reactor sees (counted in the read path, once per read, not per message).
@@ -104,6 +105,8 @@ impl StopHandle {
 pub struct Reactor {
     poll: Poll,
     acceptor: Acceptor,
+    /// The client TLS listener and the certificate it serves, if TLS is on.
+    tls_acceptor: Option<(Acceptor, ListenerTls)>,
     hub: Hub<ConnSocket, LinkIo>,
     siblings: Vec<PeerId>,
     node_net: Option<cluster::NodeNet>,
@@ -143,12 +146,21 @@ impl Reactor {
     pub(crate) fn bind_shared(config: ServerConfig, reuse_port: bool, stop: Arc<AtomicBool>) -> io::Result<Self> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
-        let mut listener = listen(config.listen, config.backlog, reuse_port)?;
+        let mut listener = listen(config.listen, config.backlog, reuse_port, CLIENT_LISTENER_NAME)?;
         poll.registry().register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
+        let tls_acceptor = match &config.tls {
+            Some(tls) => {
+                let mut listener = listen(tls.listen, config.backlog, reuse_port, TLS_LISTENER_NAME)?;
+                poll.registry().register(&mut listener, Source::TlsListener.token(), Interest::READABLE)?;
+                Some((Acceptor::new(listener, TLS_LISTENER_NAME), tls.tls.clone()))
+            }
+            None => None,
+        };
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
         Ok(Self {
             poll,
             acceptor: Acceptor::new(listener, CLIENT_LISTENER_NAME),
+            tls_acceptor,
             hub: Hub::new(config.hub.clone()),
             mailbox: Mailbox::new(waker.clone()),
             siblings: Vec::new(),
@@ -172,6 +184,11 @@ impl Reactor {
     /// The address the listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.acceptor.local_addr()
+    }
+
+    /// The address the TLS listener is bound to, if there is one.
+    pub fn local_tls_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.tls_acceptor.as_ref().map(|(acceptor, _)| acceptor.local_addr())
     }
 
     /// Watches `health` for draining; with `lifecycle`, this reactor's SIGUSR2 drains the server.
@@ -230,7 +247,9 @@ impl Reactor {
         let mut peers = Vec::new();
         loop {
             let now = Instant::now();
-            let deadlines = [self.next_dial_at(), self.hub.next_deadline(), self.acceptor.paused_until()];
+            let tls_paused_until = self.tls_acceptor.as_ref().and_then(|(acceptor, _)| acceptor.paused_until());
+            let deadlines =
+                [self.next_dial_at(), self.hub.next_deadline(), self.acceptor.paused_until(), tls_paused_until];
             let wake_at = deadlines.into_iter().flatten().fold(next_tick, Instant::min);
             let timeout =
                 if self.read_queue.is_empty() { wake_at.saturating_duration_since(now) } else { Duration::ZERO };
@@ -247,7 +266,8 @@ impl Reactor {
                     continue;
                 };
                 match source {
-                    Source::Listener => self.accept_all(now),
+                    Source::Listener => self.accept_all(now, false),
+                    Source::TlsListener => self.accept_all(now, true),
                     Source::ClusterListener => self.accept_nodes(now),
                     Source::Waker => self.take_mail(now),
                     Source::Dial(key) => self.finish_dial(key, now),
@@ -278,7 +298,10 @@ impl Reactor {
                 }
             }
             if self.acceptor.resume_due(now) {
-                self.accept_all(now);
+                self.accept_all(now, false);
+            }
+            if self.tls_acceptor.as_mut().is_some_and(|(acceptor, _)| acceptor.resume_due(now)) {
+                self.accept_all(now, true);
             }
             if self.drained_since.is_none() && self.health.as_ref().is_some_and(|h| h.is_draining()) {
                 self.start_drain(now);
@@ -333,6 +356,11 @@ impl Reactor {
         if let Err(e) = self.poll.registry().deregister(self.acceptor.listener()) {
             log::warn!("draining: could not stop accepting: {e}");
         }
+        if let Some((acceptor, _)) = self.tls_acceptor.as_mut() {
+            if let Err(e) = self.poll.registry().deregister(acceptor.listener()) {
+                log::warn!("draining: could not stop accepting TLS clients: {e}");
+            }
+        }
         log::info!("draining: {} connections to move within {:?}", self.hub.len(), self.config.drain_period);
         self.hub.start_drain(now, self.config.drain_period);
     }
@@ -349,36 +377,53 @@ impl Reactor {
         }
     }
 
-    fn accept_all(&mut self, now: Instant) {
-        while let Some((stream, peer)) = self.acceptor.accept(now) {
-            if let Err(e) = tune_accepted(&stream) {
-                log::debug!("could not tune socket of {peer}: {e}");
-            }
-            let at = self.seconds_since_start(now);
-            let socket = ConnSocket {
-                transport: Transport::new(stream),
-                write_shut: false,
-                bytes_in: 0,
-                opened_at_s: at,
-                last_read_s: at,
-            };
-            match self.hub.open(socket, now) {
-                Ok(key) => {
-                    let conn = self.hub.conn_mut(key).expect("just opened");
-                    conn.set_remote(peer);
-                    let token = Source::Conn(key).token();
-                    if let Err(e) = conn.io.transport.register(self.poll.registry(), token) {
-                        log::warn!("register {peer}: {e}");
-                        self.hub.handle_hangup(key);
-                    } else {
-                        log::debug!("connection {key} from {peer}");
+    /// Accepts every client waiting on the plain listener, or on the TLS one when `tls`.
+    fn accept_all(&mut self, now: Instant, tls: bool) {
+        loop {
+            let accepted = match (tls, self.tls_acceptor.as_mut()) {
+                (false, _) => self.acceptor.accept(now).map(|(stream, peer)| (Transport::new(stream), peer)),
+                (true, Some((acceptor, tls))) => acceptor.accept(now).and_then(|(stream, peer)| match tls.accept() {
+                    Ok(layer) => Some((Transport::with_tls(stream, layer), peer)),
+                    Err(e) => {
+                        log::warn!("refusing TLS client {peer}: {e}");
+                        None
                     }
+                }),
+                (true, None) => None,
+            };
+            let Some((transport, peer)) = accepted else {
+                return;
+            };
+            self.open_client(transport, peer, now);
+        }
+    }
+
+    /// Hands an accepted client to the hub (a TLS one's line-mode silence waits for its
+    /// handshake) and registers its socket.
+    fn open_client(&mut self, transport: Transport, peer: SocketAddr, now: Instant) {
+        if let Err(e) = tune_accepted(transport.stream()) {
+            log::debug!("could not tune socket of {peer}: {e}");
+        }
+        let at = self.seconds_since_start(now);
+        let handshaking = transport.is_handshaking();
+        let socket = ConnSocket { transport, write_shut: false, bytes_in: 0, opened_at_s: at, last_read_s: at };
+        let opened = if handshaking { self.hub.open_behind_handshake(socket, now) } else { self.hub.open(socket, now) };
+        match opened {
+            Ok(key) => {
+                let conn = self.hub.conn_mut(key).expect("just opened");
+                conn.set_remote(peer);
+                let token = Source::Conn(key).token();
+                if let Err(e) = conn.io.transport.register(self.poll.registry(), token) {
+                    log::warn!("register {peer}: {e}");
+                    self.hub.handle_hangup(key);
+                } else {
+                    log::debug!("connection {key} from {peer}");
                 }
-                Err((socket, refusal)) => {
-                    log::warn!("refusing {peer}: connection limit reached");
-                    // Best effort: a fresh socket's send buffer takes a few bytes.
-                    socket.transport.write_once(&refusal);
-                }
+            }
+            Err((socket, refusal)) => {
+                log::warn!("refusing {peer}: connection limit reached");
+                // Best effort: a fresh socket's send buffer takes a few bytes.
+                socket.transport.write_once(&refusal);
             }
         }
     }
@@ -451,8 +496,21 @@ impl Reactor {
         if received.again {
             self.read_queue.push(endpoint);
         }
+        if let Some(failure) = &received.tls_failure {
+            self.log_tls_failure(endpoint, failure);
+        }
+        if received.wants_flush {
+            // TLS handshake records: they go out now, whether or not the hub queues anything.
+            match endpoint {
+                Endpoint::Conn(key) => self.flush(key),
+                Endpoint::Link(peer) => self.flush_link(peer),
+            }
+        }
         match endpoint {
             Endpoint::Conn(key) => {
+                if received.secured {
+                    self.hub.transport_ready(key, now);
+                }
                 if received.bytes > 0 {
                     self.hub.handle_input(key, now);
                 }
@@ -467,6 +525,26 @@ impl Reactor {
                 if received.closed {
                     self.hub.link_down(peer, now);
                 }
+            }
+        }
+    }
+
+    /// Says why a TLS connection or node link failed: at `debug` for clients (anyone can send
+    /// garbage to a port), at `warn` for node links (a misconfigured node is the operator's to fix).
+    fn log_tls_failure(&mut self, endpoint: Endpoint, failure: &TlsFailure) {
+        let remote = self.transport_mut(endpoint).and_then(|t| t.stream().peer_addr().ok());
+        let from = remote.map_or_else(|| "an unknown address".to_string(), |addr| addr.to_string());
+        match (endpoint, failure) {
+            (Endpoint::Conn(key), TlsFailure::NotTls) => {
+                log::debug!("connection {key} from {from}: not TLS on the TLS port; closing it")
+            }
+            (Endpoint::Conn(key), TlsFailure::Failed(e)) => log::debug!("connection {key} from {from}: {e}"),
+            (Endpoint::Link(_), TlsFailure::NotTls) => log::warn!(
+                "cluster: refusing a plain node link from {from}: this node requires TLS on node links \
+                 (--cluster-tls-cert); give that node --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca too"
+            ),
+            (Endpoint::Link(_), TlsFailure::Failed(e)) => {
+                log::warn!("cluster: refusing the node link with {from}: {e}")
             }
         }
     }
@@ -649,19 +727,22 @@ pub(crate) const CLIENT_LISTENER_NAME: &str = "client listener (--listen)";
 /// our own listeners bind. The race it leaves: two servers started at the same instant may
 /// both probe before either listens, and then share the port as before. Holding the probe
 /// would not close it — two bound, unlistened SO_REUSEADDR sockets do not conflict.
-pub(crate) fn refuse_taken_address(addr: SocketAddr) -> io::Result<()> {
+pub(crate) fn refuse_taken_address(addr: SocketAddr, name: &str) -> io::Result<()> {
     let probe = || -> io::Result<Socket> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into())?;
         Ok(socket)
     };
-    probe().map(drop).map_err(|e| bind_error(CLIENT_LISTENER_NAME, addr, e))
+    probe().map(drop).map_err(|e| bind_error(name, addr, e))
 }
 
+/// Names the client TLS listener in its bind errors and logs.
+pub(crate) const TLS_LISTENER_NAME: &str = "client TLS listener (--tls-listen)";
+
 /// A non-blocking listener with SO_REUSEADDR (and SO_REUSEPORT when reactors share the
-/// address) and an explicit backlog, built with socket2; errors name the client listener.
-fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
+/// address) and an explicit backlog, built with socket2; errors name the listener (`name`).
+fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool, name: &str) -> io::Result<TcpListener> {
     let bound = || -> io::Result<Socket> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
@@ -673,7 +754,7 @@ fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpLis
         socket.listen(backlog)?;
         Ok(socket)
     };
-    let socket = bound().map_err(|e| bind_error(CLIENT_LISTENER_NAME, addr, e))?;
+    let socket = bound().map_err(|e| bind_error(name, addr, e))?;
     Ok(TcpListener::from_std(socket.into()))
 }
 

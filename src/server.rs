@@ -18,7 +18,7 @@ use crate::error::bind_error;
 use crate::hub::{Gateway, MAX_CORE_ID};
 use crate::mailbox::MailLink;
 pub use crate::metrics::{Health, HealthState};
-use crate::reactor::{refuse_taken_address, Reactor, StopHandle};
+use crate::reactor::{refuse_taken_address, Reactor, StopHandle, CLIENT_LISTENER_NAME, TLS_LISTENER_NAME};
 use crate::rng::{OsRandom, RandomSource};
 
 /// Names the cluster listener in its bind errors.
@@ -68,7 +68,10 @@ impl Server {
         // silently: probe first. A lone listener needs no probe (the kernel refuses its bind),
         // nor does port 0 (the kernel picks a port no one listens on).
         if reuse_port && config.listen.port() != 0 {
-            refuse_taken_address(config.listen)?;
+            refuse_taken_address(config.listen, CLIENT_LISTENER_NAME)?;
+        }
+        if let Some(tls) = config.tls.as_ref().filter(|tls| reuse_port && tls.listen.port() != 0) {
+            refuse_taken_address(tls.listen, TLS_LISTENER_NAME)?;
         }
         let stop = Arc::new(AtomicBool::new(false));
         // Clustered ids must stay unique across restarts (a surviving node's receivers see the
@@ -77,9 +80,13 @@ impl Server {
         let id_epoch = if config.cluster.is_some() { id_epoch_now() } else { 0 };
         let mut reactors: Vec<Reactor> = Vec::with_capacity(threads);
         let mut listen_on = config.listen;
+        let mut tls_listen_on = config.tls.as_ref().map(|tls| tls.listen);
         for core in 0..threads {
             let mut core_config = config.clone();
             core_config.listen = listen_on;
+            if let (Some(tls), Some(addr)) = (core_config.tls.as_mut(), tls_listen_on) {
+                tls.listen = addr;
+            }
             core_config.hub.core_id = core as u16;
             core_config.hub.id_epoch = id_epoch;
             if let Some((_, _, node_id)) = &cluster {
@@ -88,6 +95,7 @@ impl Server {
             let reactor = Reactor::bind_shared(core_config, reuse_port, stop.clone())?;
             // With port 0 the first bind picks the port; the others share it.
             listen_on = reactor.local_addr()?;
+            tls_listen_on = reactor.local_tls_addr().transpose()?;
             reactors.push(reactor);
         }
         for a in 0..threads {
@@ -106,7 +114,7 @@ impl Server {
                 cluster_addr: own.clone(),
                 instance: OsRandom.next_u64(),
             });
-            gateway.enable_cluster(listener, own.clone(), &settings.peers)?;
+            gateway.enable_cluster(listener, own.clone(), &settings.peers, settings.tls.clone())?;
             log::info!("cluster: node {node_id} accepting node links on {own}");
         }
         let health = Arc::new(Health::new());
@@ -127,6 +135,11 @@ impl Server {
     /// The address clients connect to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.reactors[0].local_addr()
+    }
+
+    /// The address TLS clients connect to, if the server has a TLS listener.
+    pub fn local_tls_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.reactors[0].local_tls_addr()
     }
 
     /// A handle that stops every reactor from another thread.

@@ -20,8 +20,8 @@ use std::sync::{Arc, RwLock};
 use fanout_proto::tls::pem::{read_certificates, read_private_key, read_roots, FlagFile, TlsFileError};
 use fanout_proto::tls::rustls::server::WebPkiClientVerifier;
 use fanout_proto::tls::rustls::{self, ClientConfig, ServerConfig};
-use fanout_proto::tls::{provider, server_name, ClientTls};
-pub use fanout_proto::tls::{starts_like_tls, Received, TlsError, TlsLayer};
+use fanout_proto::tls::{provider, server_name};
+pub use fanout_proto::tls::{starts_like_tls, BlockingTls, ClientTls, Received, TlsError, TlsLayer};
 
 use crate::error::ConfigError;
 

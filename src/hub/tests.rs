@@ -760,3 +760,27 @@ fn only_authenticated_links_count_as_up() {
     hub.link_down(real, now);
     assert_eq!((hub.links_up(crate::link::LinkClass::Node), hub.links_down()), (0, 1));
 }
+
+#[test]
+fn a_connection_behind_a_tls_handshake_is_silent_from_its_end_and_timed_from_its_start() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    let key = hub.open_behind_handshake((), t0).unwrap();
+    // A slow TLS handshake: no greeting however long it takes.
+    let ready_at = t0 + LINE_MODE_SILENCE * 10;
+    hub.expire_silent(ready_at);
+    assert_eq!(drain_bytes(&mut hub, key), b"");
+    hub.transport_ready(key, ready_at);
+    hub.expire_silent(ready_at + LINE_MODE_SILENCE - MS);
+    assert_eq!(drain_bytes(&mut hub, key), b"");
+    hub.expire_silent(ready_at + LINE_MODE_SILENCE);
+    assert!(drain_bytes(&mut hub, key).starts_with(b"* welcome "), "greeted after its own silence");
+
+    // One that never finishes its handshake is cut at the handshake timeout, from its start.
+    let stalled = hub.open_behind_handshake((), t0).unwrap();
+    let handshake = HubConfig::default().timeouts.handshake;
+    hub.tick(t0 + handshake - MS);
+    assert!(!hub.conn_mut(stalled).unwrap().is_closing());
+    hub.tick(t0 + handshake);
+    assert_eq!(error_codes(&drain(&mut hub, stalled)), vec![error(ErrorCode::Timeout)]);
+}

@@ -22,6 +22,7 @@ use crate::cluster::Dialer;
 use crate::interest::PeerId;
 use crate::limits::{NODE_LINKS_PENDING_MAX, NODE_LINK_UNSENT_BYTES_MAX};
 use crate::mailbox::{MailLink, Sent};
+use crate::tls::{ClusterTls, TlsLayer};
 
 /// What a peer link runs over: in-memory mail to a sibling core, or TCP to another node.
 #[derive(Debug)]
@@ -43,6 +44,8 @@ pub(super) struct NodeNet {
     resolver: Option<Resolver>,
     /// Names handed to the resolver and not answered yet (each is asked once at a time).
     resolving: BTreeSet<String>,
+    /// Node-link TLS, if on: every link accepted or dialed runs it.
+    tls: Option<ClusterTls>,
 }
 
 /// A thread that resolves host names for the gateway: names go in through a channel, each
@@ -176,6 +179,7 @@ impl Reactor {
         mut listener: TcpListener,
         own_addr: String,
         peers: &[String],
+        tls: Option<ClusterTls>,
     ) -> io::Result<()> {
         self.poll.registry().register(&mut listener, Source::ClusterListener.token(), Interest::READABLE)?;
         let seed = self.hub.random_u64();
@@ -185,6 +189,7 @@ impl Reactor {
             dials: Slab::new(),
             resolver: None,
             resolving: BTreeSet::new(),
+            tls,
         };
         let now = Instant::now();
         for peer in peers {
@@ -211,11 +216,26 @@ impl Reactor {
                 continue;
             }
             log::debug!("node connection from {from}");
-            self.adopt_node_link(stream, false, now);
+            let tls = match self.node_net.as_ref().and_then(|net| net.tls.as_ref()).map(ClusterTls::accept) {
+                None => None,
+                Some(Ok(layer)) => Some(layer),
+                Some(Err(e)) => {
+                    log::warn!("cluster: node connection from {from} refused: {e}");
+                    continue;
+                }
+            };
+            self.adopt_node_link(stream, false, tls, now);
         }
     }
 
-    fn adopt_node_link(&mut self, stream: TcpStream, dialed: bool, now: Instant) -> Option<PeerId> {
+    /// Hands a connected node socket to the hub as a link (through `tls`, if node links run it).
+    fn adopt_node_link(
+        &mut self,
+        stream: TcpStream,
+        dialed: bool,
+        tls: Option<TlsLayer>,
+        now: Instant,
+    ) -> Option<PeerId> {
         let _ = stream.set_nodelay(true);
         // The backlog stays in the link's queues (where control frames pass it and its age is
         // measured), not in the kernel's send buffer.
@@ -223,7 +243,11 @@ impl Reactor {
             log::debug!("TCP_NOTSENT_LOWAT on a node link: {e}");
         }
         let remote = stream.peer_addr().ok();
-        let peer = self.hub.add_node_link(LinkIo::Tcp(Transport::new(stream)), dialed, remote, now);
+        let transport = match tls {
+            Some(tls) => Transport::with_tls(stream, tls),
+            None => Transport::new(stream),
+        };
+        let peer = self.hub.add_node_link(LinkIo::Tcp(transport), dialed, remote, now);
         let link = self.hub.link_mut(peer)?;
         let LinkIo::Tcp(transport) = &mut link.io else {
             return None;
@@ -323,7 +347,19 @@ impl Reactor {
             return;
         }
         log::debug!("dialed node at {addr}");
-        let peer = self.adopt_node_link(stream, true, now);
+        let tls = match net.tls.as_ref() {
+            None => None,
+            // The node must hold a certificate for the name it was dialed by: the host name the
+            // address was resolved from, else the address itself.
+            Some(tls) => match tls.dial(net.dialer.origin(&addr).unwrap_or(&addr)) {
+                Ok(layer) => Some(layer),
+                Err(e) => {
+                    net.dial_failed(&addr, &format_args!("TLS: {e}"), now);
+                    return;
+                }
+            },
+        };
+        let peer = self.adopt_node_link(stream, true, tls, now);
         if let Some(net) = self.node_net.as_mut() {
             match peer {
                 Some(peer) => net.dialer.connected(&addr, peer),

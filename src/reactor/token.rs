@@ -8,7 +8,7 @@
 //! | `0 .. 2^40` | client connections, by [`ConnKey`] (a slab index) |
 //! | `2^40 .. 2^41` | node links, by [`PeerId`] (a link slab index) |
 //! | `2^41 .. 2^41 + 2^20` | dials in progress |
-//! | the top 4,096 | the listeners, the waker, signals and the metrics endpoint |
+//! | the top 4,096 | the listeners (plain, TLS, cluster), the waker, signals and the metrics endpoint |
 
 use mio::Token;
 
@@ -27,6 +27,7 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const CLUSTER_LISTENER: Token = Token(usize::MAX - 5);
+const TLS_LISTENER: Token = Token(usize::MAX - 6);
 
 // The ranges need a 64-bit usize, and the fixed tokens (and the metrics endpoint's, in the top
 // 4,096) sit above every range.
@@ -38,6 +39,8 @@ const _: () = assert!(DIAL_TOKEN_END < usize::MAX - 4096);
 pub(super) enum Source {
     /// The client listener.
     Listener,
+    /// The client TLS listener.
+    TlsListener,
     /// The reactor's waker (mail from siblings, stop, drain, resolver answers).
     Waker,
     /// SIGINT, SIGTERM, SIGHUP, SIGUSR2.
@@ -63,6 +66,7 @@ impl Source {
     pub(super) fn token(self) -> Token {
         match self {
             Source::Listener => LISTENER,
+            Source::TlsListener => TLS_LISTENER,
             Source::Waker => WAKER,
             Source::Signals => SIGNALS,
             Source::ClusterListener => CLUSTER_LISTENER,
@@ -86,6 +90,7 @@ impl Source {
     pub(super) fn of(token: Token) -> Option<Source> {
         Some(match token {
             LISTENER => Source::Listener,
+            TLS_LISTENER => Source::TlsListener,
             WAKER => Source::Waker,
             SIGNALS => Source::Signals,
             CLUSTER_LISTENER => Source::ClusterListener,
@@ -106,6 +111,7 @@ mod tests {
     fn every_source_reads_back_from_its_token() {
         let sources = [
             Source::Listener,
+            Source::TlsListener,
             Source::Waker,
             Source::Signals,
             Source::ClusterListener,
@@ -123,7 +129,7 @@ mod tests {
 
     #[test]
     fn fixed_tokens_are_not_the_metrics_endpoints() {
-        for token in [LISTENER, WAKER, SIGNALS, CLUSTER_LISTENER] {
+        for token in [LISTENER, TLS_LISTENER, WAKER, SIGNALS, CLUSTER_LISTENER] {
             assert!(!MetricsEndpoint::owns(token), "{token:?}");
         }
         assert_eq!(Source::of(Token(DIAL_TOKEN_END)), None);

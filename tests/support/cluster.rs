@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::Server;
+use std::collections::BTreeMap;
+
+use fanout::client::Client;
+
+use super::{Server, IO_TIMEOUT};
 
 /// How long links may take to form (dial, handshake, gossip, redial with backoff).
 pub const MESH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -129,4 +133,61 @@ pub fn start_behind(
     let line = server.wait_for_log(ACCEPTING, MESH_TIMEOUT).expect("the node announces itself");
     assert!(line.ends_with(&advertise), "node {id} advertises its proxy: {line}");
     server
+}
+
+/// Publishes `count` numbered messages from every client while all read; returns what each got,
+/// by publisher name, in arrival order.
+pub fn exchange(clients: &mut [Client], room: &str, count: usize) -> Vec<BTreeMap<String, Vec<u64>>> {
+    let names: Vec<String> = (0..clients.len()).map(|i| format!("c{i}")).collect();
+    let expected_each = (clients.len() - 1) * count;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .enumerate()
+            .map(|(i, client)| {
+                let sender = client.sender();
+                let room = room.to_string();
+                scope.spawn(move || {
+                    let publisher = std::thread::spawn(move || {
+                        for seq in 1..=count as u64 {
+                            sender.publish(&room, &seq.to_be_bytes()).expect("publish");
+                        }
+                    });
+                    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+                    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                    for _ in 0..expected_each {
+                        let m = client.next_message().unwrap_or_else(|e| panic!("c{i}: {e}"));
+                        let seq = u64::from_be_bytes(m.payload[..8].try_into().expect("8 bytes"));
+                        got.entry(String::from_utf8_lossy(&m.name).into_owned()).or_default().push(seq);
+                    }
+                    publisher.join().expect("publisher");
+                    got
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+        for (i, got) in results.iter().enumerate() {
+            for (j, name) in names.iter().enumerate() {
+                if i == j {
+                    assert!(!got.contains_key(name), "c{i} got its own messages");
+                } else {
+                    let seqs = got.get(name).unwrap_or_else(|| panic!("c{i} got nothing from {name}"));
+                    assert_eq!(seqs, &(1..=count as u64).collect::<Vec<_>>(), "c{i} from {name}: loss, dup or reorder");
+                }
+            }
+        }
+        results
+    })
+}
+
+/// `per_node` clients on each of `nodes`, named c0, c1, … in order, joined to `room`.
+pub fn connect_clients(nodes: &[&Node], per_node: usize, room: &str) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for node in nodes {
+        for _ in 0..per_node {
+            let name = format!("c{}", clients.len());
+            clients.push(super::connect_joined(node.server.addr(), &name, room));
+        }
+    }
+    clients
 }

@@ -9,6 +9,7 @@
 // Each test file compiles this module separately and uses only part of it.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
 pub mod json;
 pub mod proxy;
