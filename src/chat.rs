@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Several addresses (`fanout chat HOST1:7400 HOST2:7400`) are tried in turn, and `--token`
-//! (or `$FANOUT_TOKEN`) is presented to servers started with `--token-file`. `/help` lists the
+//! (or `$FANOUT_TOKEN`) is presented to servers started with `--token-file`. `--tls` (with
+//! `--tls-ca FILE` for a private CA) connects to a server's `--tls-listen` port. `/help` lists the
 //! commands; `//text` sends `/text`. With stdin not a terminal, each line is sent as typed (so
 //! `echo hi | fanout chat --send-only` works in scripts).
 //!
@@ -36,6 +37,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -51,6 +53,7 @@ use fanout::error::ErrorCode;
 use fanout::failover::{FailoverClient, FailoverError, FailoverEvent, ReconnectPolicy, Reconnected};
 use fanout::limits::{self, PAYLOAD_BYTES_MAX, TOKEN_BYTES_MAX};
 use fanout::session::{valid_room_name, valid_user_name};
+use fanout::tls::ClientTls;
 
 /// How long the network thread blocks reading before it looks at the typed lines again.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -102,6 +105,23 @@ pub struct ChatArgs {
     /// every line (for scripts: `echo hi | fanout chat --send-only`).
     #[arg(long)]
     send_only: bool,
+    /// Connect over TLS (to a server's --tls-listen address), verifying its certificate against
+    /// the system's CAs, or --tls-ca's.
+    #[arg(long)]
+    tls: bool,
+    /// Trust the CAs in this PEM file instead of the system's (implies --tls).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Present this certificate chain, PEM, to a server that requires client certificates
+    /// (with --tls-key; implies --tls).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The name the server's certificate must hold (default: the addresses' host).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
 }
 
 /// Runs `fanout chat`.
@@ -200,7 +220,19 @@ impl Settings {
         if addrs.is_empty() {
             return Err("no server address".into());
         }
-        let options = ClientOptions { token, connect_timeout: Some(ATTEMPT_TIMEOUT), ..Default::default() };
+        let tls = if args.tls || args.tls_ca.is_some() || args.tls_cert.is_some() {
+            let tls = ClientTls::from_flags(
+                args.tls_ca.as_deref(),
+                args.tls_cert.as_deref(),
+                args.tls_key.as_deref(),
+                args.tls_server_name.as_deref(),
+                &args.addrs,
+            );
+            Some(tls.map_err(|e| e.0)?)
+        } else {
+            None
+        };
+        let options = ClientOptions { token, connect_timeout: Some(ATTEMPT_TIMEOUT), tls, ..Default::default() };
         Ok(Self { addrs, name: args.name.clone(), room: args.room.clone(), options, send_only: args.send_only })
     }
 

@@ -297,3 +297,57 @@ fn a_node_that_requires_tls_refuses_a_plain_link_and_says_why() {
     assert!(line.contains("--cluster-tls-cert"), "{line}");
     assert!(!a.server.log_text().contains("up: node 2"), "a let a plain node up");
 }
+
+#[test]
+fn fanout_chat_sends_over_tls_and_refuses_a_server_it_does_not_trust() {
+    let (dir, ca) = (CertDir::new(), TestCa::new("fanout test CA"));
+    let ca_file = dir.ca("ca", &ca);
+    let other_ca_file = dir.ca("other-ca", &TestCa::new("another CA"));
+    let (server, tls_at) = tls_server(&dir, &ca, &[]);
+    let mut listener = connect_joined(server.addr(), "bob", "lobby");
+    let chat = |ca: &Path| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(["chat", &tls_at.to_string(), "--tls-ca", text(ca), "--name", "carol", "--send-only"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn fanout chat");
+        child.stdin.take().expect("stdin").write_all(b"hi over TLS\n").unwrap();
+        let output = child.wait_with_output().expect("chat exits");
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (ok, stderr) = chat(&ca_file);
+    assert!(ok, "{stderr}");
+    listener.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let m = listener.next_message().unwrap();
+    assert_eq!((&m.name[..], &m.payload[..]), (&b"carol"[..], &b"hi over TLS"[..]));
+    let (ok, stderr) = chat(&other_ca_file);
+    assert!(!ok && stderr.contains("UnknownIssuer"), "{stderr}");
+}
+
+#[test]
+fn fanout_bench_runs_over_tls_and_counts_exactly() {
+    use support::json::{Json, Parser};
+    let (dir, ca) = (CertDir::new(), TestCa::new("fanout test CA"));
+    let ca_file = dir.ca("ca", &ca);
+    let (_server, tls_at) = tls_server(&dir, &ca, &[]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["bench", "--addr", &tls_at.to_string(), "--tls-ca", text(&ca_file), "--subscribers", "6"])
+        .args(["--publishers", "2", "--rooms", "2", "--size", "200", "--duration", "1", "--warmup", "0.2", "--json"])
+        .output()
+        .expect("run fanout bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "bench failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    let last = stdout.lines().last().expect("some output");
+    let Ok(Json::Object(report)) = Parser::parse(last) else { panic!("the last line is not a JSON object: {last}") };
+    let count = |key: &str| match report.get(key) {
+        Some(Json::Number(n)) if n.fract() == 0.0 && *n >= 0.0 => *n as u64,
+        other => panic!("{key} should be a count, is {other:?}"),
+    };
+    assert!(count("published") > 0, "nothing was published");
+    // 2 rooms of 3 subscribers; publisher p publishes to room p % 2.
+    assert_eq!(count("expected"), count("published") * 3);
+    assert_eq!(count("delivered"), count("expected"));
+    assert_eq!((count("lost"), count("duplicated"), count("reordered")), (0, 0, 0));
+}

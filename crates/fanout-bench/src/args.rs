@@ -2,12 +2,14 @@
 //! connection is opened.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
 use super::payload::STAMP_BYTES;
 use fanout_proto::limits::TOKEN_BYTES_MAX;
+use fanout_proto::tls::ClientTls;
 
 /// Largest payload the bench sends: fanout's payload limit, and well under NATS' and Redis'.
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
@@ -106,6 +108,23 @@ pub struct BenchArgs {
     /// Redis targets ignore it).
     #[arg(long, env = "FANOUT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Connect over TLS (fanout's --tls-listen, Redis' tls-port, NATS with
+    /// `tls { handshake_first: true }`), verifying the server against the system's CAs or --tls-ca's.
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust the CAs in this PEM file instead of the system's (implies --tls).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Present this certificate chain, PEM, to a server that requires client certificates
+    /// (with --tls-key; implies --tls).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the server's certificate must hold (default: --addr's host).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// A run, checked: what every thread needs to know, shared read-only.
@@ -139,6 +158,8 @@ pub struct Plan {
     pub server_pid: Option<u32>,
     /// Token for fanout's `HELLO` (empty: none); never printed.
     pub token: Vec<u8>,
+    /// TLS settings, when the run connects over TLS.
+    pub tls: Option<ClientTls>,
 }
 
 impl Plan {
@@ -176,6 +197,18 @@ impl Plan {
             .map_err(|e| format!("cannot resolve --addr {}: {e}", args.addr))?
             .next()
             .ok_or_else(|| format!("--addr {} resolves to no address", args.addr))?;
+        let tls = if args.tls || args.tls_ca.is_some() || args.tls_cert.is_some() {
+            let tls = ClientTls::from_flags(
+                args.tls_ca.as_deref(),
+                args.tls_cert.as_deref(),
+                args.tls_key.as_deref(),
+                args.tls_server_name.as_deref(),
+                std::slice::from_ref(&args.addr),
+            );
+            Some(tls.map_err(|e| e.0)?)
+        } else {
+            None
+        };
         let mut plan = Self {
             addr,
             addr_text: args.addr.clone(),
@@ -191,6 +224,7 @@ impl Plan {
             threads: args.threads.min(connections),
             server_pid: args.server_pid,
             token,
+            tls,
         };
         if plan.window == 0 {
             plan.window = plan.auto_window();
@@ -266,6 +300,11 @@ mod tests {
             server_pid: None,
             json: false,
             token: None,
+            tls: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_server_name: None,
         }
     }
 

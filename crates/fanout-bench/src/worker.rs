@@ -20,6 +20,7 @@ use super::payload::{blank, Stamp};
 use super::shared::{Phase, Shared};
 use super::track::{Arrival, SeqTracker};
 use super::wire::{Incoming, Wire, MESSAGE_BYTES_MAX};
+use fanout_proto::tls::TlsLayer;
 
 /// Connections of one thread in TCP connect or protocol set-up at once, so a thousand
 /// subscribers do not overflow the server's accept backlog in one burst.
@@ -162,6 +163,8 @@ struct Conn {
     input: BytesMut,
     output: BytesMut,
     write_blocked: bool,
+    /// TLS between the socket and the buffers, when the run is over TLS.
+    tls: Option<Box<TlsLayer>>,
     role: Role,
 }
 
@@ -233,6 +236,7 @@ impl Worker {
                 input: BytesMut::new(),
                 output: BytesMut::new(),
                 write_blocked: false,
+                tls: None,
                 role,
             });
         }
@@ -297,6 +301,9 @@ impl Worker {
             stream.set_nodelay(true)?;
             self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)?;
             conn.stream = Some(stream);
+            if let Some(tls) = &self.plan.tls {
+                conn.tls = Some(Box::new(tls.layer_for(self.plan.addr).map_err(io::Error::from)?));
+            }
             conn.state = State::Connecting;
             let name = conn.name();
             let subscriber = !conn.spec.publisher;
@@ -508,17 +515,30 @@ fn connected(conn: &mut Conn) -> io::Result<bool> {
     }
 }
 
-/// Writes queued output until it is all out or the kernel would block.
+/// Writes queued output (through TLS, if the run uses it) until it is all out or the kernel
+/// would block.
 fn flush(conn: &mut Conn) -> Result<(), String> {
     let Some(stream) = conn.stream.as_mut() else {
         return Ok(());
     };
-    while !conn.output.is_empty() {
-        match stream.write(&conn.output) {
+    let Some(tls) = conn.tls.as_deref_mut() else {
+        return write_out(stream, &mut conn.output, &mut conn.write_blocked);
+    };
+    write_out(&mut tls.writer(stream), &mut conn.output, &mut conn.write_blocked)?;
+    // Records may wait without output (the handshake's): they go too.
+    tls.write_records(stream).map_err(|e| format!("write failed: {e}"))?;
+    conn.write_blocked |= tls.wants_write();
+    Ok(())
+}
+
+/// Writes `output` into `writer` until it is all out or the writer would block.
+fn write_out(writer: &mut impl Write, output: &mut BytesMut, write_blocked: &mut bool) -> Result<(), String> {
+    while !output.is_empty() {
+        match writer.write(output) {
             Ok(0) => return Err("server stopped accepting bytes".into()),
-            Ok(n) => conn.output.advance(n),
+            Ok(n) => output.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                conn.write_blocked = true;
+                *write_blocked = true;
                 return Ok(());
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -546,7 +566,14 @@ fn read_all(conn: &mut Conn, scratch: &mut [u8], shared: &Shared, receipt: &mut 
         // One clock read per read(): every message in it arrived by now.
         let received_ns = shared.now_ns();
         receipt.counters.reads += 1;
-        conn.input.extend_from_slice(&scratch[..n]);
+        match conn.tls.as_deref_mut() {
+            None => conn.input.extend_from_slice(&scratch[..n]),
+            Some(tls) => {
+                if tls.receive(&scratch[..n], &mut conn.input).map_err(|e| e.to_string())?.peer_closed {
+                    return Err("server closed the TLS connection".into());
+                }
+            }
+        }
         let room = conn.room;
         let role = &mut conn.role;
         conn.wire.parse(&mut conn.input, &mut conn.output, &mut |incoming| match incoming {

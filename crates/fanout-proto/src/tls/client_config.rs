@@ -63,6 +63,43 @@ impl ClientTls {
         })
     }
 
+    /// What a command line's TLS flags ask for: the files of [`ClientTls::from_files`], and
+    /// the name to verify: `server_name` if given (`--tls-server-name`), else the host the
+    /// server addresses `addrs` share when it is a host name (an IP literal is verified as an
+    /// IP name, address by address). Addresses with different host names need `server_name`.
+    pub fn from_flags(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        server_name_flag: Option<&str>,
+        addrs: &[String],
+    ) -> Result<Self, TlsFileError> {
+        let tls = Self::from_files(ca, cert, key)?;
+        if let Some(name) = server_name_flag {
+            let name = ServerName::try_from(name.to_string())
+                .map_err(|_| TlsFileError(format!("--tls-server-name {name:?} is not a host name or IP address")))?;
+            return Ok(tls.with_server_name(name));
+        }
+        let mut shared: Option<ServerName<'static>> = None;
+        for addr in addrs {
+            let name = server_name(addr)?;
+            if matches!(name, ServerName::IpAddress(_)) {
+                continue;
+            }
+            match &shared {
+                Some(other) if *other != name => {
+                    let text = format!("the addresses name different hosts ({}, {}): give the name their certificates hold with --tls-server-name", other.to_str(), name.to_str());
+                    return Err(TlsFileError(text));
+                }
+                _ => shared = Some(name),
+            }
+        }
+        Ok(match shared {
+            Some(name) => tls.with_server_name(name),
+            None => tls,
+        })
+    }
+
     /// The same settings, verifying `name` whichever address is dialed (several servers
     /// behind one certificate, or an address that is not the certificate's name).
     pub fn with_server_name(mut self, name: ServerName<'static>) -> Self {
