@@ -287,15 +287,21 @@ fn a_node_with_a_certificate_from_another_ca_is_refused_and_receives_nothing() {
 }
 
 #[test]
-fn a_node_that_requires_tls_refuses_a_plain_link_and_says_why() {
+fn tls_and_plain_nodes_refuse_each_others_links_and_say_why() {
     let (dir, ca) = (CertDir::new(), TestCa::new("cluster CA"));
     let ca_file = dir.ca("cluster-ca", &ca);
-    let a = tls_node(&cluster_tls_args(&dir, "a", &ca, &ca_file), 1, &[]);
     let secret = secret_file("plain-node", "a secret");
-    let _plain = Node::start(&secret, 2, &[a.cluster], &[]);
-    let line = a.server.wait_for_log("refusing a plain node link", MESH_TIMEOUT).expect("a says why");
+    // A TLS node dials a plain one: the plain one says what it got.
+    let plain = Node::start(&secret, 2, &[], &[]);
+    let a = tls_node(&cluster_tls_args(&dir, "a", &ca, &ca_file), 1, &[plain.cluster]);
+    let line = plain.server.wait_for_log("speaks TLS", MESH_TIMEOUT).expect("the plain node says why");
     assert!(line.contains("--cluster-tls-cert"), "{line}");
-    assert!(!a.server.log_text().contains("up: node 2"), "a let a plain node up");
+    // A plain node dials the TLS one: the TLS one says why it refuses.
+    let _other = Node::start(&secret, 3, &[a.cluster], &[]);
+    let line = a.server.wait_for_log("refusing a plain node link", MESH_TIMEOUT).expect("the TLS node says why");
+    assert!(line.contains("--cluster-tls-cert"), "{line}");
+    let log = a.server.log_text();
+    assert!(!log.contains("up: node 2") && !log.contains("up: node 3"), "a let a plain node up:\n{log}");
 }
 
 #[test]

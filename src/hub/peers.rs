@@ -28,6 +28,7 @@ use crate::interest::PeerId;
 use crate::limits::{HEADER_BYTES, INTEREST_ACK_WAIT_MAX, LINK_OUTPUT_BYTES_MAX, NODE_LINK_LAG_MAX};
 use crate::link::{Link, LinkClass, LinkState};
 use crate::router::ConnKey;
+use crate::tls::starts_like_tls;
 
 /// What core 0 of a clustered node needs to act as its gateway.
 #[derive(Debug, Clone)]
@@ -256,9 +257,21 @@ impl<T, L> Hub<T, L> {
                 link.input.clear();
                 return;
             }
+            // A TLS ClientHello where a LINK_HELLO belongs: the peer runs node-link TLS, this
+            // node does not. Checked before decoding, which may consume the bytes.
+            let speaks_tls = link.state == LinkState::Opening && link.input.len() >= 3 && starts_like_tls(&link.input);
             match link.next_frame() {
                 Ok(Some(frame)) => self.apply_peer(peer, frame, now),
                 Ok(None) => break,
+                Err(_) if speaks_tls => {
+                    log::error!(
+                        "{} speaks TLS: it runs node-link TLS and this node does not; give this node \
+                         --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca too; dropping the link",
+                        self.link_name(peer)
+                    );
+                    self.link_down(peer, now);
+                    break;
+                }
                 Err(e) => {
                     log::error!("{} sent a bad frame: {e}; dropping the link", self.link_name(peer));
                     self.link_down(peer, now);
