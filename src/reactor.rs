@@ -381,18 +381,21 @@ impl Reactor {
     fn accept_all(&mut self, now: Instant, tls: bool) {
         loop {
             let accepted = match (tls, self.tls_acceptor.as_mut()) {
-                (false, _) => self.acceptor.accept(now).map(|(stream, peer)| (Transport::new(stream), peer)),
-                (true, Some((acceptor, tls))) => acceptor.accept(now).and_then(|(stream, peer)| match tls.accept() {
-                    Ok(layer) => Some((Transport::with_tls(stream, layer), peer)),
-                    Err(e) => {
-                        log::warn!("refusing TLS client {peer}: {e}");
-                        None
-                    }
-                }),
+                (false, _) => self.acceptor.accept(now),
+                (true, Some((acceptor, _))) => acceptor.accept(now),
                 (true, None) => None,
             };
-            let Some((transport, peer)) = accepted else {
+            let Some((stream, peer)) = accepted else {
                 return;
+            };
+            let transport = match self.tls_acceptor.as_ref().filter(|_| tls).map(|(_, config)| config.accept()) {
+                None => Transport::new(stream),
+                Some(Ok(layer)) => Transport::with_tls(stream, layer),
+                Some(Err(e)) => {
+                    // Drop this one, and go on: edge-triggered readiness will not tell us of the rest.
+                    log::warn!("refusing TLS client {peer}: {e}");
+                    continue;
+                }
             };
             self.open_client(transport, peer, now);
         }

@@ -357,3 +357,44 @@ fn fanout_bench_runs_over_tls_and_counts_exactly() {
     assert_eq!(count("delivered"), count("expected"));
     assert_eq!((count("lost"), count("duplicated"), count("reordered")), (0, 0, 0));
 }
+
+#[test]
+fn bad_tls_files_stop_the_server_with_exit_1_and_the_flag_named() {
+    let (dir, ca) = (CertDir::new(), TestCa::new("fanout test CA"));
+    let (cert, key) = dir.identity("server", &ca.issue(&["127.0.0.1"]));
+    let (_, other_key) = dir.identity("other", &ca.issue(&["127.0.0.2"]));
+    let not_pem = dir.write("notes.txt", "not a certificate\n");
+    let missing = dir.write("gone.pem", "");
+    std::fs::remove_file(&missing).unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--tls-listen", "127.0.0.1:0", "--tls-cert", text(&missing), "--tls-key", text(&key)], "--tls-cert"),
+        (
+            &["--tls-listen", "127.0.0.1:0", "--tls-cert", text(&not_pem), "--tls-key", text(&key)],
+            "holds no PEM certificate",
+        ),
+        (
+            &["--tls-listen", "127.0.0.1:0", "--tls-cert", text(&cert), "--tls-key", text(&other_key)],
+            "is not the key of the certificate in --tls-cert",
+        ),
+        (&["--tls-listen", "127.0.0.1:0", "--tls-cert", text(&cert)], "--tls-listen needs --tls-cert and --tls-key"),
+        (
+            &[
+                "--cluster-listen",
+                "127.0.0.1:0",
+                "--node-id",
+                "1",
+                "--cluster-tls-cert",
+                text(&cert),
+                "--cluster-tls-key",
+                text(&key),
+            ],
+            "go together",
+        ),
+    ];
+    for (flags, needle) in cases {
+        let args: Vec<&str> = ["serve", "--check-config"].iter().chain(flags).copied().collect();
+        let (status, stderr) = support::run_to_exit(&args, IO_TIMEOUT);
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{flags:?}: {stderr}");
+        assert!(stderr.contains(needle), "{flags:?}: {stderr}");
+    }
+}
