@@ -92,6 +92,8 @@ pub struct TlsListenerConfig {
     pub listen: SocketAddr,
     /// The certificate (re-read on reload) and, for mutual TLS, the clients' CA.
     pub tls: ListenerTls,
+    /// TLS only: no plain listener at all (`--tls-only`).
+    pub only: bool,
 }
 
 /// What SIGHUP runs: re-reads the files the server was started from and applies what may change

@@ -8,7 +8,8 @@
 //!          "node-c:7501"]
 //! ```
 //!
-//! Booleans (`true`, `false`) are values too. Tables (`[section]`), dotted keys, floats and dates
+//! Booleans (`true`, `false`) are values too, and the only values of a switch such as
+//! `tls_only`. Tables (`[section]`), dotted keys, floats and dates
 //! are not: a line that uses them is an error naming its line. Every key is one `fanout serve`
 //! flag (the caller checks which); a key given twice is an error.
 //!
@@ -93,6 +94,16 @@ pub fn apply(mut serve: Command, entries: &[Entry], path: &Path) -> Result<(Comm
         else {
             return Err(format!("{at}: unknown key `{}` (known keys: {})", entry.key, known.join(", ")));
         };
+        if matches!(arg.get_action(), ArgAction::SetTrue) {
+            // A switch (`--tls-only`): `key = true` or `key = false`, nothing else.
+            let [Value::Bool(on)] = entry.values[..] else {
+                return Err(format!("{at}: `{}` takes true or false", entry.key));
+            };
+            let id = entry.key.clone();
+            serve = serve.mut_arg(&id, |a| a.default_value(if on { "true" } else { "false" }));
+            set.insert(id);
+            continue;
+        }
         let many = matches!(arg.get_action(), ArgAction::Append);
         if entry.array != many {
             let wanted = if many { "an array, e.g. [\"a\", \"b\"]" } else { "one value, not an array" };
@@ -430,5 +441,21 @@ mod tests {
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.message.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_switch_takes_true_or_false_only() {
+        let serve =
+            || Command::new("serve").arg(clap::Arg::new("tls_only").long("tls-only").action(ArgAction::SetTrue));
+        let path = Path::new("fanout.toml");
+        for (text, on) in [("tls_only = true\n", true), ("tls_only = false\n", false)] {
+            let (command, set) = apply(serve(), &parse(text).unwrap(), path).unwrap();
+            assert_eq!(set.into_iter().collect::<Vec<_>>(), vec!["tls_only".to_string()]);
+            assert_eq!(command.clone().try_get_matches_from(["serve"]).unwrap().get_flag("tls_only"), on, "{text}");
+            let from_flag = command.try_get_matches_from(["serve", "--tls-only"]).unwrap();
+            assert!(from_flag.get_flag("tls_only"), "the flag wins over the file");
+        }
+        let e = apply(serve(), &parse("tls_only = \"yes\"\n").unwrap(), path).unwrap_err();
+        assert_eq!(e, "fanout.toml:1: `tls_only` takes true or false");
     }
 }

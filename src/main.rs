@@ -107,6 +107,9 @@ struct ServeArgs {
     /// Require TLS clients to present a certificate issued by a CA in this PEM file (mutual TLS).
     #[arg(long, value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// Serve clients over TLS only: no plain --listen port (needs --tls-listen).
+    #[arg(long)]
+    tls_only: bool,
     /// Join a cluster: accept links from other nodes here (and tell them to dial it).
     #[arg(long)]
     cluster_listen: Option<SocketAddr>,
@@ -403,8 +406,8 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
 /// The client TLS listener's settings; reads and checks the certificate and key.
 fn tls_listener_config(args: &ServeArgs) -> Result<Option<TlsListenerConfig>, ConfigError> {
     let Some(listen) = args.tls_listen else {
-        if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
-            return Err(ConfigError("--tls-cert, --tls-key and --tls-client-ca need --tls-listen".into()));
+        if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() || args.tls_only {
+            return Err(ConfigError("--tls-cert, --tls-key, --tls-client-ca and --tls-only need --tls-listen".into()));
         }
         return Ok(None);
     };
@@ -416,7 +419,7 @@ fn tls_listener_config(args: &ServeArgs) -> Result<Option<TlsListenerConfig>, Co
         key: ("--tls-key", key.clone()),
         ca: args.tls_client_ca.clone().map(|ca| ("--tls-client-ca", ca)),
     };
-    Ok(Some(TlsListenerConfig { listen, tls: ListenerTls::load(files)? }))
+    Ok(Some(TlsListenerConfig { listen, tls: ListenerTls::load(files)?, only: args.tls_only }))
 }
 
 fn cluster_config(args: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError> {

@@ -104,7 +104,8 @@ impl StopHandle {
 /// One event loop with its listener and connections.
 pub struct Reactor {
     poll: Poll,
-    acceptor: Acceptor,
+    /// The plain client listener (none with `--tls-only`).
+    acceptor: Option<Acceptor>,
     /// The client TLS listener and the certificate it serves, if TLS is on.
     tls_acceptor: Option<(Acceptor, ListenerTls)>,
     hub: Hub<ConnSocket, LinkIo>,
@@ -146,8 +147,13 @@ impl Reactor {
     pub(crate) fn bind_shared(config: ServerConfig, reuse_port: bool, stop: Arc<AtomicBool>) -> io::Result<Self> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
-        let mut listener = listen(config.listen, config.backlog, reuse_port, CLIENT_LISTENER_NAME)?;
-        poll.registry().register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
+        let acceptor = if config.tls.as_ref().is_some_and(|tls| tls.only) {
+            None
+        } else {
+            let mut listener = listen(config.listen, config.backlog, reuse_port, CLIENT_LISTENER_NAME)?;
+            poll.registry().register(&mut listener, Source::Listener.token(), Interest::READABLE)?;
+            Some(Acceptor::new(listener, CLIENT_LISTENER_NAME))
+        };
         let tls_acceptor = match &config.tls {
             Some(tls) => {
                 let mut listener = listen(tls.listen, config.backlog, reuse_port, TLS_LISTENER_NAME)?;
@@ -159,7 +165,7 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
         Ok(Self {
             poll,
-            acceptor: Acceptor::new(listener, CLIENT_LISTENER_NAME),
+            acceptor,
             tls_acceptor,
             hub: Hub::new(config.hub.clone()),
             mailbox: Mailbox::new(waker.clone()),
@@ -181,9 +187,14 @@ impl Reactor {
         })
     }
 
-    /// The address the listener is bound to (useful with port 0).
+    /// The address clients connect to (useful with port 0): the plain listener's, or with
+    /// `--tls-only` the TLS listener's.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.acceptor.local_addr()
+        match (&self.acceptor, self.local_tls_addr()) {
+            (Some(acceptor), _) => acceptor.local_addr(),
+            (None, Some(tls)) => tls,
+            (None, None) => Err(io::Error::new(io::ErrorKind::NotFound, "no client listener")),
+        }
     }
 
     /// The address the TLS listener is bound to, if there is one.
@@ -247,9 +258,9 @@ impl Reactor {
         let mut peers = Vec::new();
         loop {
             let now = Instant::now();
+            let paused_until = self.acceptor.as_ref().and_then(Acceptor::paused_until);
             let tls_paused_until = self.tls_acceptor.as_ref().and_then(|(acceptor, _)| acceptor.paused_until());
-            let deadlines =
-                [self.next_dial_at(), self.hub.next_deadline(), self.acceptor.paused_until(), tls_paused_until];
+            let deadlines = [self.next_dial_at(), self.hub.next_deadline(), paused_until, tls_paused_until];
             let wake_at = deadlines.into_iter().flatten().fold(next_tick, Instant::min);
             let timeout =
                 if self.read_queue.is_empty() { wake_at.saturating_duration_since(now) } else { Duration::ZERO };
@@ -297,7 +308,7 @@ impl Reactor {
                     Source::Link(peer) => self.socket_ready(Endpoint::Link(peer), event),
                 }
             }
-            if self.acceptor.resume_due(now) {
+            if self.acceptor.as_mut().is_some_and(|acceptor| acceptor.resume_due(now)) {
                 self.accept_all(now, false);
             }
             if self.tls_acceptor.as_mut().is_some_and(|(acceptor, _)| acceptor.resume_due(now)) {
@@ -353,8 +364,10 @@ impl Reactor {
     /// Stops accepting and schedules every client's `DRAINING` over the drain period.
     fn start_drain(&mut self, now: Instant) {
         self.drained_since = Some(now);
-        if let Err(e) = self.poll.registry().deregister(self.acceptor.listener()) {
-            log::warn!("draining: could not stop accepting: {e}");
+        if let Some(acceptor) = self.acceptor.as_mut() {
+            if let Err(e) = self.poll.registry().deregister(acceptor.listener()) {
+                log::warn!("draining: could not stop accepting: {e}");
+            }
         }
         if let Some((acceptor, _)) = self.tls_acceptor.as_mut() {
             if let Err(e) = self.poll.registry().deregister(acceptor.listener()) {
@@ -381,7 +394,7 @@ impl Reactor {
     fn accept_all(&mut self, now: Instant, tls: bool) {
         loop {
             let accepted = match (tls, self.tls_acceptor.as_mut()) {
-                (false, _) => self.acceptor.accept(now),
+                (false, _) => self.acceptor.as_mut().and_then(|acceptor| acceptor.accept(now)),
                 (true, Some((acceptor, _))) => acceptor.accept(now),
                 (true, None) => None,
             };

@@ -67,7 +67,8 @@ impl Server {
         // Shared listeners set SO_REUSEPORT, which would let us join another process's port
         // silently: probe first. A lone listener needs no probe (the kernel refuses its bind),
         // nor does port 0 (the kernel picks a port no one listens on).
-        if reuse_port && config.listen.port() != 0 {
+        let plain = !config.tls.as_ref().is_some_and(|tls| tls.only);
+        if plain && reuse_port && config.listen.port() != 0 {
             refuse_taken_address(config.listen, CLIENT_LISTENER_NAME)?;
         }
         if let Some(tls) = config.tls.as_ref().filter(|tls| reuse_port && tls.listen.port() != 0) {
@@ -132,7 +133,7 @@ impl Server {
         Ok(Self { reactors, stop, health })
     }
 
-    /// The address clients connect to.
+    /// The address clients connect to: the plain listener's, or with `--tls-only` the TLS one's.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.reactors[0].local_addr()
     }

@@ -398,3 +398,17 @@ fn bad_tls_files_stop_the_server_with_exit_1_and_the_flag_named() {
         assert!(stderr.contains(needle), "{flags:?}: {stderr}");
     }
 }
+
+#[test]
+fn with_tls_only_there_is_no_plain_port() {
+    let (dir, ca) = (CertDir::new(), TestCa::new("fanout test CA"));
+    let (server, tls_at) = tls_server(&dir, &ca, &["--tls-only"]);
+    assert_eq!(server.addr(), tls_at, "`listening on` names the TLS port");
+    assert!(!server.log_text().contains("client listener (--listen)"), "{}", server.log_text());
+    connect_with(tls_at, "alice", &tls_options(&ca, None)).round_trip(1).unwrap();
+    // Plain bytes on the one port are not served.
+    let mut plain = TcpStream::connect(tls_at).unwrap();
+    plain.write_all(&support::encode(&support::hello("eve"))).unwrap();
+    let got = read_until_closed(&mut plain);
+    assert!(got.is_empty() || got[0] == 0x15, "{got:?}");
+}
