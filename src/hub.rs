@@ -512,6 +512,11 @@ impl<T, L> Hub<T, L> {
         self.check_link_invariants();
     }
 
+    /// Whether some connection has bytes queued since the last [`Hub::take_to_flush`].
+    pub fn has_to_flush(&self) -> bool {
+        !self.to_flush.is_empty()
+    }
+
     /// Connections with bytes queued since the last call: flush each once.
     pub fn take_to_flush(&mut self, into: &mut Vec<ConnKey>) {
         into.clear();

@@ -20,6 +20,7 @@ pub mod error;
 pub mod hub;
 pub mod interest;
 pub mod limits;
+pub(crate) mod linger;
 pub mod link;
 pub mod logging;
 pub(crate) mod mailbox;

@@ -33,6 +33,17 @@ pub const TICK_MAX: Duration = Duration::from_secs(1);
 /// evenly, so that they reconnect elsewhere a few at a time rather than all at once.
 pub const DRAIN_PERIOD: Duration = Duration::from_secs(5);
 
+/// Default bound on how long a busy reactor holds its clients' bytes after a flush pass so that
+/// the next messages leave in the same `write` (see `linger.rs`); an idle reactor never holds.
+/// Also about the granularity of the loop's timer (epoll waits whole milliseconds).
+pub const FLUSH_LINGER_MAX: Duration = Duration::from_millis(1);
+
+/// The largest `--flush-linger-us` accepted: beyond it the hold is no longer small against a
+/// person's sense of "instant", whatever it saves.
+pub const FLUSH_LINGER_CONFIG_MAX: Duration = Duration::from_millis(20);
+
+const _: () = assert!(FLUSH_LINGER_MAX.as_micros() <= FLUSH_LINGER_CONFIG_MAX.as_micros());
+
 /// Default limit on concurrent client connections per server.
 pub const CONNECTIONS_MAX: usize = 100_000;
 

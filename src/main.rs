@@ -88,6 +88,11 @@ struct ServeArgs {
     /// milliseconds, then exit 0.
     #[arg(long, default_value_t = limits::DRAIN_PERIOD.as_millis() as u64)]
     drain_period_ms: u64,
+    /// While a reactor is busy, hold its clients' bytes up to this long after a flush pass
+    /// (never longer than that pass took), so that several messages leave in one write; an idle
+    /// server sends every message at once. 0 flushes every turn. In microseconds.
+    #[arg(long, default_value_t = limits::FLUSH_LINGER_MAX.as_micros() as u64)]
+    flush_linger_us: u64,
     /// Require clients to present one of the tokens in this file (one per line) in HELLO; SIGHUP
     /// reads it again.
     #[arg(long)]
@@ -351,6 +356,7 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
     config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
     config.metrics = args.metrics;
     config.drain_period = Duration::from_millis(args.drain_period_ms);
+    config.flush_linger_max = Duration::from_micros(args.flush_linger_us);
     if let Some(path) = &args.token_file {
         config.hub.tokens = Some(Tokens::read(path)?);
     }

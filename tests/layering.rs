@@ -11,7 +11,7 @@ use std::process::Command;
 /// `backoff` come from `fanout-proto`, below all of these.)
 const LAYERS: &[&[&str]] = &[
     &["limits", "error", "logging"],
-    &["interest", "router", "outbox"],
+    &["interest", "router", "outbox", "linger"],
     &["presence"],
     &["auth"],
     &["session"],
