@@ -129,6 +129,7 @@ impl<T> Conn<T> {
     }
 
     /// The connection's output queue (the reactor flushes it).
+    #[cfg(any(test, feature = "testing"))]
     pub fn outbox_mut(&mut self) -> &mut Outbox {
         &mut self.outbox
     }
@@ -258,6 +259,7 @@ impl<T, L> Hub<T, L> {
 
     /// Replaces the source of link nonces and seeds (the OS by default): a simulation gives a
     /// seeded one so that a run replays exactly.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_random(&mut self, random: Box<dyn RandomSource>) {
         self.random = random;
     }
@@ -382,6 +384,7 @@ impl<T, L> Hub<T, L> {
     }
 
     /// How many rooms exist.
+    #[cfg(any(test, feature = "testing"))]
     pub fn room_count(&self) -> usize {
         self.router.room_count()
     }
@@ -481,6 +484,7 @@ impl<T, L> Hub<T, L> {
     /// members in presence exactly the router's, closing connections in no room, a connection
     /// flagged for flushing listed, one waiting for `JOINED` waited for, every awaited ack on a
     /// live link. O(everything): for simulations and fuzz checks after every step, not servers.
+    #[cfg(any(test, feature = "testing"))]
     pub fn check_invariants(&self) {
         self.router.check_invariants();
         self.presence.check_invariants();

@@ -79,6 +79,7 @@ impl Interest {
     }
 
     /// How many rooms some peer wants.
+    #[cfg(any(test, feature = "testing"))]
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }

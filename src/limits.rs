@@ -44,6 +44,11 @@ pub const FLUSH_LINGER_CONFIG_MAX: Duration = Duration::from_millis(20);
 
 const _: () = assert!(FLUSH_LINGER_MAX.as_micros() <= FLUSH_LINGER_CONFIG_MAX.as_micros());
 
+/// File descriptors a server needs besides one per client: listeners, pollers and wakers,
+/// node links and their handshakes, metrics scrapes, stdio (the descriptor limit is raised to
+/// `--max-connections` plus this).
+pub const DESCRIPTORS_RESERVED: u64 = 256;
+
 /// Default limit on concurrent client connections per server.
 pub const CONNECTIONS_MAX: usize = 100_000;
 

@@ -295,8 +295,9 @@ fn serve(argv: Vec<OsString>) -> ExitCode {
 /// `--check-config`: what `Server::bind` would refuse before binding anything, then exit.
 fn check_config(config: &ServerConfig, threads: usize) -> ExitCode {
     let mut result = config.validate();
-    if threads == 0 || threads > usize::from(fanout::hub::MAX_CORE_ID) + 1 {
-        result = Err(ConfigError(format!("--threads must be between 1 and {}", fanout::hub::MAX_CORE_ID as usize + 1)));
+    if threads == 0 || threads > usize::from(fanout::limits::MAX_CORE_ID) + 1 {
+        result =
+            Err(ConfigError(format!("--threads must be between 1 and {}", fanout::limits::MAX_CORE_ID as usize + 1)));
     }
     if let (Ok(()), Some(cluster)) = (&result, &config.cluster) {
         let advertised = cluster.advertise.clone().unwrap_or_else(|| cluster.listen.to_string());
@@ -314,10 +315,6 @@ fn check_config(config: &ServerConfig, threads: usize) -> ExitCode {
     }
 }
 
-/// File descriptors a server needs besides one per client: listeners, pollers and wakers,
-/// node links and their handshakes, metrics scrapes, stdio.
-const DESCRIPTORS_RESERVED: u64 = 256;
-
 /// Raises the descriptor limit to the hard limit, and warns only when that is below what the
 /// operator asked for (`--max-connections` given as a flag or in the file).
 fn check_descriptor_limit(max_connections: usize, asked_for: bool) {
@@ -328,7 +325,7 @@ fn check_descriptor_limit(max_connections: usize, asked_for: bool) {
             return;
         }
     };
-    let needed = max_connections as u64 + DESCRIPTORS_RESERVED;
+    let needed = max_connections as u64 + limits::DESCRIPTORS_RESERVED;
     if limit >= needed {
         log::info!("file descriptor limit {limit}");
     } else if asked_for {
@@ -340,7 +337,7 @@ fn check_descriptor_limit(max_connections: usize, asked_for: bool) {
         log::info!(
             "file descriptor limit {limit}: room for about {} client connections (the default \
              --max-connections is {max_connections})",
-            limit.saturating_sub(DESCRIPTORS_RESERVED)
+            limit.saturating_sub(limits::DESCRIPTORS_RESERVED)
         );
     }
 }

@@ -130,6 +130,7 @@ pub struct Router {
 impl Router {
     /// A router whose stream ids are `stream_base + 1, + 2, …` and that lets a connection be in
     /// at most `rooms_per_connection_max` rooms.
+    #[cfg(any(test, feature = "testing"))]
     pub fn new(stream_base: u64, rooms_per_connection_max: usize) -> Self {
         let streams = IdIssuer::new(stream_base & !ID_COUNTER_MASK, stream_base & ID_COUNTER_MASK);
         Self::with_stream_ids(streams, rooms_per_connection_max)
@@ -181,6 +182,7 @@ impl Router {
     }
 
     /// Removes `conn` from every room it is in (it disconnected); returns how many it left.
+    #[cfg(any(test, feature = "testing"))]
     pub fn disconnect(&mut self, conn: ConnKey) -> usize {
         self.disconnect_with(conn, |_| {})
     }
@@ -266,6 +268,7 @@ impl Router {
     }
 
     /// How many rooms `conn` is in.
+    #[cfg(any(test, feature = "testing"))]
     pub fn rooms_of(&self, conn: ConnKey) -> usize {
         self.memberships.get(conn).map_or(0, Vec::len)
     }

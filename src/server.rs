@@ -3,7 +3,7 @@
 //! Each reactor is a thread with its own `Poll`, its own listener on the shared address
 //! (SO_REUSEPORT: the kernel spreads new connections over the listeners) and its own hub.
 //! Sibling reactors are linked by `MailLink`s carrying peer frames — the same
-//! framing and the same [`crate::link::Link`] type that will link nodes, so routing cannot tell
+//! framing and the same `link::Link` type that will link nodes, so routing cannot tell
 //! a sibling core from a remote node. The README has the measurements behind both choices.
 
 use std::io;

@@ -229,6 +229,7 @@ impl Session {
     }
 
     /// When the connection, still silent, is to be taken as a line-mode client.
+    #[cfg(any(test, feature = "testing"))]
     pub fn line_mode_deadline(&self, silence: Duration) -> Option<Instant> {
         (self.mode == Mode::Undecided && !self.failed).then(|| self.connected_at + silence)
     }

@@ -299,11 +299,13 @@ impl Dialer {
     }
 
     /// How many addresses it knows.
+    #[cfg(any(test, feature = "testing"))]
     pub fn len(&self) -> usize {
         self.targets.len()
     }
 
     /// True when it knows no address to dial.
+    #[cfg(any(test, feature = "testing"))]
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }

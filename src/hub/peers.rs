@@ -270,6 +270,7 @@ impl<T, L> Hub<T, L> {
     }
 
     /// The links' part of [`Hub::check_invariants`].
+    #[cfg(any(test, feature = "testing"))]
     pub(super) fn check_link_invariants(&self) {
         for (key, conn) in &self.conns {
             if conn.awaiting_joined && !conn.is_closing() {
