@@ -616,7 +616,7 @@ fn each_side_of_a_partition_lists_what_it_reaches_and_the_heal_converges_with_no
         }
         after_link += usize::from(linked.is_some());
         changes += 1;
-        race_change(&mut binaries, changes, |node| addr(node));
+        race_change(&mut binaries, changes, addr);
         // Paces the changes (a bounded loop: the assertion above ends it).
         thread::sleep(POLL_EVERY);
     }
