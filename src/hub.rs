@@ -22,7 +22,7 @@ use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
 use crate::limits::{
     CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, PRESENCE_ENTRIES_MAX,
-    SHARE_FRAME_BYTES_MIN,
+    PRESENCE_TOMBSTONES_MAX, SHARE_FRAME_BYTES_MIN,
 };
 use crate::link::Link;
 use crate::outbox::Outbox;
@@ -227,6 +227,7 @@ impl<T, L> Hub<T, L> {
         debug_assert!(config.core_id <= MAX_CORE_ID, "core ids have 8 bits in session and stream ids");
         let id_base = (u64::from(config.node_id) << 48) | (u64::from(config.core_id) << ID_COUNTER_BITS);
         let sessions = IdIssuer::new(id_base, config.id_epoch);
+        let presence = Presence::new(PRESENCE_ENTRIES_MAX, PRESENCE_TOMBSTONES_MAX, config.id_epoch);
         Self {
             conns: Slab::new(),
             router: Router::with_stream_ids(IdIssuer::new(id_base, config.id_epoch), config.rooms_per_connection_max),
@@ -247,7 +248,7 @@ impl<T, L> Hub<T, L> {
             slow: Vec::new(),
             undecided: VecDeque::new(),
             drain: VecDeque::new(),
-            presence: Presence::new(PRESENCE_ENTRIES_MAX),
+            presence,
             random: Box::new(OsRandom),
             clock: None,
             encode: BytesMut::with_capacity(ENCODE_BUFFER_BYTES),

@@ -84,6 +84,13 @@ pub const TCP_KEEPALIVE_PROBES: u32 = 3;
 /// from peers beyond it are not stored, so `/who` shows fewer members than there are.
 pub const PRESENCE_ENTRIES_MAX: usize = 1_000_000;
 
+/// Most presence tombstones (members of peers that left, remembered so that a late join of
+/// theirs cannot bring them back) one core keeps; beyond it the oldest is forgotten. Each is
+/// also dropped when the link that brought it goes down (see `presence`).
+pub const PRESENCE_TOMBSTONES_MAX: usize = 100_000;
+
+const _: () = assert!(PRESENCE_TOMBSTONES_MAX <= PRESENCE_ENTRIES_MAX, "tombstones cost less than the members");
+
 const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN_MAX);
 
 const _: () = assert!(OUTPUT_BYTES_MAX >= HEADER_BYTES + FRAME_BODY_BYTES_MAX);
