@@ -134,3 +134,180 @@ fn peer_entries_stop_at_the_limit_but_local_ones_do_not() {
     assert_eq!(p.merge(b"r", rename, Origin::Peer(0)), Applied::Renamed(Bytes::from_static(b"a")));
     assert_eq!(p.len(), 3);
 }
+
+// ----- the merge rule against a naive oracle -----
+
+mod merge_property {
+    use std::collections::BTreeMap;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const OWNERS: usize = 3;
+    const ROOMS: [&[u8]; 2] = [b"r0", b"r1"];
+    const NAMES: [&str; 3] = ["ann", "bob", "cy"];
+
+    /// (room, session id) → (name, version): what a table should list.
+    type View = BTreeMap<(Vec<u8>, u64), (Bytes, u64)>;
+
+    /// One owner's changes, in the order it made them, each with a higher version.
+    fn owner_updates(owner: usize, script: &[(u8, u8, u8, bool)]) -> Vec<(Vec<u8>, Update)> {
+        let epoch = 1_000 * owner as u64;
+        let mut listed: BTreeMap<(usize, u64), &'static str> = BTreeMap::new();
+        let mut updates = Vec::new();
+        for &(member, room, name, rename) in script {
+            let session_id = 100 * owner as u64 + u64::from(member % 3) + 1;
+            let room = usize::from(room) % ROOMS.len();
+            let name = NAMES[usize::from(name) % NAMES.len()];
+            let kind = match listed.get(&(room, session_id)) {
+                None => PresenceKind::Joined,
+                Some(old) if rename && *old != name => PresenceKind::Renamed,
+                Some(_) if rename => continue,
+                Some(_) => [PresenceKind::Left, PresenceKind::Lost][usize::from(member) % 2],
+            };
+            match kind {
+                PresenceKind::Joined | PresenceKind::Renamed => listed.insert((room, session_id), name),
+                PresenceKind::Left | PresenceKind::Lost => listed.remove(&(room, session_id)),
+            };
+            let version = epoch + updates.len() as u64 + 1;
+            let update = Update { kind, session_id, version, name: Bytes::from_static(name.as_bytes()) };
+            updates.push((ROOMS[room].to_vec(), update));
+        }
+        updates
+    }
+
+    /// The naive oracle: for each member of each room, the update with the highest version
+    /// wins; the member is listed unless that update is a removal.
+    fn oracle<'a>(updates: impl Iterator<Item = &'a (Vec<u8>, Update)>) -> View {
+        let mut newest: BTreeMap<(Vec<u8>, u64), &Update> = BTreeMap::new();
+        for (room, update) in updates {
+            let slot = newest.entry((room.clone(), update.session_id)).or_insert(update);
+            if update.version > slot.version {
+                *slot = update;
+            }
+        }
+        newest
+            .into_iter()
+            .filter(|(_, u)| matches!(u.kind, PresenceKind::Joined | PresenceKind::Renamed))
+            .map(|(key, u)| (key, (u.name.clone(), u.version)))
+            .collect()
+    }
+
+    /// A link's opening digest: every member the owner listed after its first `prefix` changes.
+    fn digest(updates: &[(Vec<u8>, Update)], prefix: usize) -> Vec<(Vec<u8>, Update)> {
+        oracle(updates[..prefix].iter())
+            .into_iter()
+            .map(|((room, session_id), (name, version))| {
+                (room, Update { kind: PresenceKind::Joined, session_id, version, name })
+            })
+            .collect()
+    }
+
+    fn view(p: &Presence) -> View {
+        p.entries().map(|(room, e)| ((room.to_vec(), e.session_id), (e.name.clone(), e.version))).collect()
+    }
+
+    /// How one owner's changes are delivered so far.
+    struct Stream {
+        updates: Vec<(Vec<u8>, Update)>,
+        /// The next change to deliver in order.
+        next: usize,
+        /// The changes before this were sent on an earlier link (never redelivered now).
+        floor: usize,
+        link: PeerId,
+    }
+
+    /// Delivers every owner's changes in per-owner order, interleaved as `schedule` says, with
+    /// duplicates, digests of any prefix since the current link formed, and relinks (the link
+    /// goes down, a new one opens with a digest of what the owner has sent so far); then the rest
+    /// in order. Gives back the table.
+    fn deliver(streams: &mut [Stream], schedule: &[(u8, u8, u16)], relinks: bool) -> Presence {
+        let mut p = Presence::new(1_000, 1_000, 0);
+        let mut links_opened = OWNERS;
+        for &(action, owner, pick) in schedule {
+            let s = &mut streams[usize::from(owner) % OWNERS];
+            let pick = usize::from(pick);
+            match action % 4 {
+                0 if s.next < s.updates.len() => {
+                    let (room, update) = s.updates[s.next].clone();
+                    p.merge(&room, update, Origin::Peer(s.link));
+                    s.next += 1;
+                }
+                1 if s.next > s.floor => {
+                    let (room, update) = s.updates[s.floor + pick % (s.next - s.floor)].clone();
+                    p.merge(&room, update, Origin::Peer(s.link));
+                }
+                2 => {
+                    let prefix = s.floor + pick % (s.updates.len() - s.floor + 1);
+                    for (room, update) in digest(&s.updates, prefix) {
+                        p.merge(&room, update, Origin::Peer(s.link));
+                    }
+                }
+                3 if relinks => {
+                    p.remove_origin(s.link);
+                    // What was in flight on the old link is lost; the new digest covers it.
+                    s.next += pick % (s.updates.len() - s.next + 1);
+                    s.floor = s.next;
+                    s.link = links_opened;
+                    links_opened += 1;
+                    for (room, update) in digest(&s.updates, s.next) {
+                        p.merge(&room, update, Origin::Peer(s.link));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for s in streams.iter_mut() {
+            for (room, update) in s.updates[s.next..].iter().cloned() {
+                p.merge(&room, update, Origin::Peer(s.link));
+            }
+            s.next = s.updates.len();
+        }
+        p.check_invariants();
+        p
+    }
+
+    fn streams_of(scripts: &[Vec<(u8, u8, u8, bool)>]) -> Vec<Stream> {
+        let streams = scripts.iter().enumerate();
+        streams.map(|(o, script)| Stream { updates: owner_updates(o, script), next: 0, floor: 0, link: o }).collect()
+    }
+
+    fn scripts() -> impl Strategy<Value = Vec<Vec<(u8, u8, u8, bool)>>> {
+        vec(vec(any::<(u8, u8, u8, bool)>(), 0..14), OWNERS)
+    }
+
+    fn schedule() -> impl Strategy<Value = Vec<(u8, u8, u16)>> {
+        vec(any::<(u8, u8, u16)>(), 0..120)
+    }
+
+    proptest! {
+        /// Any order of the same changes consistent with each owner's order, with duplicates
+        /// and digests of any prefix replayed anywhere, ends in the table the oracle gives.
+        #[test]
+        fn every_delivery_order_with_redeliveries_converges_to_the_oracle(
+            scripts in scripts(),
+            first in schedule(),
+            second in schedule(),
+        ) {
+            let mut streams = streams_of(&scripts);
+            let expected = oracle(streams.iter().flat_map(|s| s.updates.iter()));
+            let one = view(&deliver(&mut streams, &first, false));
+            prop_assert_eq!(&one, &expected);
+            let mut streams = streams_of(&scripts);
+            let other = view(&deliver(&mut streams, &second, false));
+            prop_assert_eq!(&other, &one, "two delivery orders agree");
+        }
+
+        /// The same with links going down and re-forming mid-stream: the entries and tombstones
+        /// of the lost link go, the new link's digest brings the owner's state back, and
+        /// redeliveries on the new link change nothing.
+        #[test]
+        fn relinks_mid_stream_converge_to_the_oracle(scripts in scripts(), schedule in schedule()) {
+            let mut streams = streams_of(&scripts);
+            let expected = oracle(streams.iter().flat_map(|s| s.updates.iter()));
+            prop_assert_eq!(view(&deliver(&mut streams, &schedule, true)), expected);
+        }
+    }
+}
