@@ -21,12 +21,11 @@ use crate::codec::{
 use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
 use crate::limits::{
-    CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, PRESENCE_ENTRIES_MAX,
-    PRESENCE_TOMBSTONES_MAX, SHARE_FRAME_BYTES_MIN,
+    CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, SHARE_FRAME_BYTES_MIN,
 };
 use crate::link::Link;
 use crate::outbox::Outbox;
-use crate::presence::Presence;
+use crate::presence::{Bounds, Presence};
 use crate::rng::{OsRandom, RandomSource};
 use crate::router::{ConnKey, IdIssuer, Member, RouteError, Router, ID_COUNTER_BITS};
 use crate::session::{Fault, Mode, Request, Session, TimerEvent};
@@ -227,7 +226,7 @@ impl<T, L> Hub<T, L> {
         debug_assert!(config.core_id <= MAX_CORE_ID, "core ids have 8 bits in session and stream ids");
         let id_base = (u64::from(config.node_id) << 48) | (u64::from(config.core_id) << ID_COUNTER_BITS);
         let sessions = IdIssuer::new(id_base, config.id_epoch);
-        let presence = Presence::new(PRESENCE_ENTRIES_MAX, PRESENCE_TOMBSTONES_MAX, config.id_epoch);
+        let presence = Presence::new(Bounds::DEFAULT, config.id_epoch);
         Self {
             conns: Slab::new(),
             router: Router::with_stream_ids(IdIssuer::new(id_base, config.id_epoch), config.rooms_per_connection_max),

@@ -36,7 +36,16 @@
 //! ordered link a member's join comes before its leave; only a member not kept for lack of room
 //! is unknown, and remembering its removal could bury a withdrawn entry for good).
 //!
-//! The table is bounded by [`crate::limits::PRESENCE_ENTRIES_MAX`] entries.
+//! # Bounds
+//! Entries from peers are kept only while the table is under all of [`Bounds`]: entries in all
+//! ([`crate::limits::PRESENCE_ENTRIES_MAX`]), entries per room
+//! ([`crate::limits::PRESENCE_ROOM_ENTRIES_MAX`]) and bytes
+//! ([`crate::limits::PRESENCE_BYTES_MAX`], an estimate of the table's own memory: a fixed cost
+//! per entry, room and tombstone plus the names). An entry not kept is not listed: `WHO`,
+//! `/who` and the greeting count only the entries kept. This core's own members are always
+//! kept (the router bounds them), and so is a rename of a kept entry (dropping it would leave a
+//! stale name for good), so the bytes may pass the bound by at most one name's growth per
+//! entry until entries leave.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -44,6 +53,43 @@ use bytes::Bytes;
 
 use crate::codec::PresenceKind;
 use crate::interest::PeerId;
+use crate::limits::{
+    PRESENCE_BYTES_MAX, PRESENCE_ENTRIES_MAX, PRESENCE_ENTRY_BYTES, PRESENCE_ROOM_BYTES, PRESENCE_ROOM_ENTRIES_MAX,
+    PRESENCE_TOMBSTONES_MAX, PRESENCE_TOMBSTONE_BYTES,
+};
+
+/// How much a table keeps of what peers tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Entries in all rooms.
+    pub entries_max: usize,
+    /// Entries in one room.
+    pub room_entries_max: usize,
+    /// Estimated bytes of the whole table (entries, rooms, tombstones, names).
+    pub bytes_max: usize,
+    /// Tombstones (the oldest is forgotten beyond it).
+    pub tombstones_max: usize,
+}
+
+impl Bounds {
+    /// The limits of `crate::limits`, as a server runs with.
+    pub const DEFAULT: Bounds = Bounds {
+        entries_max: PRESENCE_ENTRIES_MAX,
+        room_entries_max: PRESENCE_ROOM_ENTRIES_MAX,
+        bytes_max: PRESENCE_BYTES_MAX,
+        tombstones_max: PRESENCE_TOMBSTONES_MAX,
+    };
+}
+
+/// The estimated cost of an entry named `name`.
+fn entry_bytes(name: &[u8]) -> usize {
+    PRESENCE_ENTRY_BYTES + name.len()
+}
+
+/// The estimated cost of a room named `room` (its name and its indexes).
+fn room_bytes(room: &[u8]) -> usize {
+    PRESENCE_ROOM_BYTES + room.len()
+}
 
 /// Where an entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,30 +179,31 @@ pub struct Presence {
     /// not depend on a hash seed. Touched on joins and leaves, never per message.
     rooms: BTreeMap<Bytes, RoomMembers>,
     entries: usize,
-    entries_max: usize,
+    /// The estimated bytes of everything held (see [`Bounds::bytes_max`]).
+    bytes: usize,
+    bounds: Bounds,
     learned: u64,
     /// Room → member → tombstone.
     tombstones: HashMap<Bytes, HashMap<u64, Tombstone>>,
     /// The same tombstones oldest first: when made → (room, member).
     graveyard: BTreeMap<u64, (Bytes, u64)>,
-    tombstones_max: usize,
     buried: u64,
     version_epoch: u64,
     versions_issued: u64,
 }
 
 impl Presence {
-    /// An empty table holding at most `entries_max` entries and `tombstones_max` tombstones,
-    /// whose own versions start above `version_epoch` (the process's id epoch).
-    pub fn new(entries_max: usize, tombstones_max: usize, version_epoch: u64) -> Self {
+    /// An empty table keeping what peers tell it within `bounds`, whose own versions start
+    /// above `version_epoch` (the process's id epoch).
+    pub fn new(bounds: Bounds, version_epoch: u64) -> Self {
         Self {
             rooms: BTreeMap::new(),
             entries: 0,
-            entries_max,
+            bytes: 0,
+            bounds,
             learned: 0,
             tombstones: HashMap::new(),
             graveyard: BTreeMap::new(),
-            tombstones_max,
             buried: 0,
             version_epoch,
             versions_issued: 0,
@@ -205,7 +252,10 @@ impl Presence {
                     return Applied::Unchanged;
                 }
                 entry.version = update.version;
-                Applied::Renamed(std::mem::replace(&mut entry.name, update.name))
+                // Owned: a slice of a link's read buffer would pin the whole buffer.
+                let old = std::mem::replace(&mut entry.name, Bytes::copy_from_slice(&update.name));
+                self.bytes = self.bytes + update.name.len() - old.len();
+                Applied::Renamed(old)
             }
             Known::Gone { version } if update.version <= version => Applied::Stale,
             Known::Gone { .. } | Known::Nothing => self.insert(room, update, origin),
@@ -231,20 +281,34 @@ impl Presence {
         }
     }
 
+    /// Whether an entry from a peer named `name` fits in `room` within the bounds.
+    fn has_room_for(&self, room: &[u8], name: &[u8]) -> bool {
+        let in_room = self.count(room);
+        let new_room = if in_room == 0 { room_bytes(room) } else { 0 };
+        self.entries < self.bounds.entries_max
+            && in_room < self.bounds.room_entries_max
+            && self.bytes + entry_bytes(name) + new_room <= self.bounds.bytes_max
+    }
+
     /// Lists a member that is not listed, dropping its tombstone.
     fn insert(&mut self, room: &[u8], update: Update, origin: Origin) -> Applied {
-        if origin != Origin::Local && self.entries >= self.entries_max {
+        if origin != Origin::Local && !self.has_room_for(room, &update.name) {
             return Applied::Full;
         }
         self.unbury(room, update.session_id);
         self.entries += 1;
+        self.bytes += entry_bytes(&update.name);
         self.learned += 1;
         let members = match self.rooms.get_mut(room) {
             Some(members) => members,
-            None => self.rooms.entry(Bytes::copy_from_slice(room)).or_default(),
+            None => {
+                self.bytes += room_bytes(room);
+                self.rooms.entry(Bytes::copy_from_slice(room)).or_default()
+            }
         };
         members.order_of.insert(update.session_id, self.learned);
-        let entry = Entry { session_id: update.session_id, name: update.name, version: update.version, origin };
+        let name = Bytes::copy_from_slice(&update.name);
+        let entry = Entry { session_id: update.session_id, name, version: update.version, origin };
         members.by_order.insert(self.learned, entry);
         Applied::Joined
     }
@@ -262,13 +326,14 @@ impl Presence {
     fn remove_entry(&mut self, room: &[u8], session_id: u64) -> Option<Entry> {
         let members = self.rooms.get_mut(room)?;
         let order = members.order_of.remove(&session_id)?;
-        let entry = members.by_order.remove(&order);
-        debug_assert!(entry.is_some(), "indexed entries exist");
+        let entry = members.by_order.remove(&order)?;
         if members.by_order.is_empty() {
             self.rooms.remove(room);
+            self.bytes -= room_bytes(room);
         }
         self.entries -= 1;
-        entry
+        self.bytes -= entry_bytes(&entry.name);
+        Some(entry)
     }
 
     /// Remembers that `session_id` left `room` at `version` (a peer's members only: our own
@@ -278,10 +343,10 @@ impl Presence {
             return;
         };
         self.unbury(room, session_id);
-        if self.tombstones_max == 0 {
+        if self.bounds.tombstones_max == 0 {
             return;
         }
-        if self.graveyard.len() >= self.tombstones_max {
+        if self.graveyard.len() >= self.bounds.tombstones_max {
             if let Some((_, (old_room, old_id))) = self.graveyard.pop_first() {
                 self.forget_tombstone(&old_room, old_id);
             }
@@ -294,6 +359,7 @@ impl Presence {
         let tombstone = Tombstone { version, peer, buried: self.buried };
         self.tombstones.entry(room.clone()).or_default().insert(session_id, tombstone);
         self.graveyard.insert(self.buried, (room, session_id));
+        self.bytes += PRESENCE_TOMBSTONE_BYTES;
     }
 
     fn unbury(&mut self, room: &[u8], session_id: u64) {
@@ -309,6 +375,7 @@ impl Presence {
         if members.is_empty() {
             self.tombstones.remove(room);
         }
+        self.bytes -= PRESENCE_TOMBSTONE_BYTES;
         Some(tombstone)
     }
 
@@ -316,16 +383,21 @@ impl Presence {
     /// the entries, as (room, entry).
     pub fn remove_origin(&mut self, peer: PeerId) -> Vec<(Bytes, Entry)> {
         let mut removed = Vec::new();
+        let mut freed = 0;
         self.rooms.retain(|room, members| {
             let RoomMembers { by_order, order_of } = members;
             by_order.retain(|_, e| {
                 if e.origin == Origin::Peer(peer) {
                     order_of.remove(&e.session_id);
+                    freed += entry_bytes(&e.name);
                     removed.push((room.clone(), e.clone()));
                     return false;
                 }
                 true
             });
+            if by_order.is_empty() {
+                freed += room_bytes(room);
+            }
             !by_order.is_empty()
         });
         self.entries -= removed.len();
@@ -335,11 +407,13 @@ impl Presence {
                 let keep = tombstone.peer != peer;
                 if !keep {
                     graveyard.remove(&tombstone.buried);
+                    freed += PRESENCE_TOMBSTONE_BYTES;
                 }
                 keep
             });
             !members.is_empty()
         });
+        self.bytes -= freed;
         self.debug_assert_invariants();
         removed
     }
@@ -384,6 +458,12 @@ impl Presence {
         self.graveyard.len()
     }
 
+    /// The estimated bytes the table holds (see [`Bounds::bytes_max`]).
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     fn debug_assert_invariants(&self) {
         if cfg!(test) {
             self.check_invariants();
@@ -405,7 +485,10 @@ impl Presence {
         }
         let buried: usize = self.tombstones.values().map(HashMap::len).sum();
         assert_eq!(buried, self.graveyard.len(), "one graveyard row per tombstone");
-        assert!(buried <= self.tombstones_max, "tombstones within their limit");
+        assert!(buried <= self.bounds.tombstones_max, "tombstones within their limit");
+        let names: usize = self.entries().map(|(_, e)| entry_bytes(&e.name)).sum();
+        let rooms: usize = self.rooms.keys().map(|room| room_bytes(room)).sum();
+        assert_eq!(self.bytes, names + rooms + buried * PRESENCE_TOMBSTONE_BYTES, "bytes counted as held");
         for (buried, (room, session_id)) in &self.graveyard {
             let tombstone = self.tombstones.get(room).and_then(|m| m.get(session_id));
             assert_eq!(tombstone.map(|t| t.buried), Some(*buried), "the graveyard points at its tombstone");

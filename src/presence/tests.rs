@@ -15,13 +15,21 @@ fn left(session_id: u64, version: u64) -> Update {
     update(PresenceKind::Left, session_id, version, "gone")
 }
 
+/// A table with room for `entries` entries and `tombstones` tombstones, and no other bound
+/// that matters here.
+fn table(entries: usize, tombstones: usize, version_epoch: u64) -> Presence {
+    let bounds =
+        Bounds { entries_max: entries, room_entries_max: entries, bytes_max: usize::MAX, tombstones_max: tombstones };
+    Presence::new(bounds, version_epoch)
+}
+
 fn names(p: &Presence, room: &[u8]) -> Vec<String> {
     p.members(room).map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect()
 }
 
 #[test]
 fn add_rename_remove() {
-    let mut p = Presence::new(10, 10, 0);
+    let mut p = table(10, 10, 0);
     assert_eq!(p.merge(b"lobby", joined(1, 1, "alice"), Origin::Local), Applied::Joined);
     assert_eq!(p.merge(b"lobby", joined(2, 5, "bob"), Origin::Peer(0)), Applied::Joined);
     assert_eq!(p.merge(b"lobby", joined(2, 5, "bob"), Origin::Peer(0)), Applied::Unchanged);
@@ -41,13 +49,13 @@ fn add_rename_remove() {
 
 #[test]
 fn our_versions_increase_from_the_epoch() {
-    let mut p = Presence::new(10, 10, 1_000);
+    let mut p = table(10, 10, 1_000);
     assert_eq!([p.next_version(), p.next_version(), p.next_version()], [1_001, 1_002, 1_003]);
 }
 
 #[test]
 fn a_late_join_after_a_leave_does_not_bring_the_member_back() {
-    let mut p = Presence::new(10, 10, 0);
+    let mut p = table(10, 10, 0);
     p.merge(b"r", joined(7, 10, "bob"), Origin::Peer(1));
     assert!(matches!(p.merge(b"r", left(7, 11), Origin::Peer(1)), Applied::Removed(_)));
     assert_eq!(p.merge(b"r", joined(7, 10, "bob"), Origin::Peer(2)), Applied::Stale, "a digest that was on its way");
@@ -61,7 +69,7 @@ fn a_late_join_after_a_leave_does_not_bring_the_member_back() {
 
 #[test]
 fn a_stale_rename_never_reverts_a_name() {
-    let mut p = Presence::new(10, 10, 0);
+    let mut p = table(10, 10, 0);
     p.merge(b"r", joined(3, 1, "ann"), Origin::Peer(0));
     let newer = update(PresenceKind::Renamed, 3, 3, "anna");
     assert_eq!(p.merge(b"r", newer, Origin::Peer(0)), Applied::Renamed(Bytes::from_static(b"ann")));
@@ -72,7 +80,7 @@ fn a_stale_rename_never_reverts_a_name() {
 
 #[test]
 fn a_withdrawal_at_the_entrys_own_version_leaves_no_tombstone() {
-    let mut p = Presence::new(10, 10, 0);
+    let mut p = table(10, 10, 0);
     p.merge(b"r", joined(4, 9, "far"), Origin::Peer(0));
     let lost = update(PresenceKind::Lost, 4, 9, "far");
     assert!(matches!(p.merge(b"r", lost, Origin::Peer(0)), Applied::Removed(e) if e.version == 9));
@@ -82,7 +90,7 @@ fn a_withdrawal_at_the_entrys_own_version_leaves_no_tombstone() {
 
 #[test]
 fn a_peer_cannot_change_our_own_members() {
-    let mut p = Presence::new(10, 10, 0);
+    let mut p = table(10, 10, 0);
     p.merge(b"r", joined(1, 1, "me"), Origin::Local);
     assert_eq!(p.merge(b"r", left(1, 99), Origin::Peer(0)), Applied::Stale);
     assert_eq!(p.merge(b"r", update(PresenceKind::Renamed, 1, 99, "you"), Origin::Peer(0)), Applied::Stale);
@@ -91,7 +99,7 @@ fn a_peer_cannot_change_our_own_members() {
 
 #[test]
 fn a_link_going_down_takes_its_entries_and_tombstones_with_it() {
-    let mut p = Presence::new(10, 10, 0);
+    let mut p = table(10, 10, 0);
     p.merge(b"a", joined(1, 1, "local"), Origin::Local);
     p.merge(b"a", joined(2, 1, "far"), Origin::Peer(3));
     p.merge(b"b", joined(2, 1, "far"), Origin::Peer(3));
@@ -112,7 +120,7 @@ fn a_link_going_down_takes_its_entries_and_tombstones_with_it() {
 
 #[test]
 fn tombstones_beyond_their_limit_forget_the_oldest() {
-    let mut p = Presence::new(10, 2, 0);
+    let mut p = table(10, 2, 0);
     for id in 1..=3 {
         p.merge(b"r", joined(id, 1, "x"), Origin::Peer(0));
         p.merge(b"r", left(id, 2), Origin::Peer(0));
@@ -125,7 +133,7 @@ fn tombstones_beyond_their_limit_forget_the_oldest() {
 
 #[test]
 fn peer_entries_stop_at_the_limit_but_local_ones_do_not() {
-    let mut p = Presence::new(2, 2, 0);
+    let mut p = table(2, 2, 0);
     assert_eq!(p.merge(b"r", joined(1, 1, "a"), Origin::Peer(0)), Applied::Joined);
     assert_eq!(p.merge(b"r", joined(2, 1, "b"), Origin::Peer(0)), Applied::Joined);
     assert_eq!(p.merge(b"r", joined(3, 1, "c"), Origin::Peer(0)), Applied::Full);
@@ -133,6 +141,40 @@ fn peer_entries_stop_at_the_limit_but_local_ones_do_not() {
     let rename = update(PresenceKind::Renamed, 1, 2, "a2");
     assert_eq!(p.merge(b"r", rename, Origin::Peer(0)), Applied::Renamed(Bytes::from_static(b"a")));
     assert_eq!(p.len(), 3);
+}
+
+#[test]
+fn peer_entries_stop_at_the_byte_bound_tombstones_included_until_their_link_goes() {
+    use crate::limits::{PRESENCE_ENTRY_BYTES, PRESENCE_ROOM_BYTES, PRESENCE_TOMBSTONE_BYTES};
+    // Exactly room "r" with two members named "ab" and "cd".
+    let two = PRESENCE_ROOM_BYTES + 1 + 2 * (PRESENCE_ENTRY_BYTES + 2);
+    let bounds = Bounds { bytes_max: two, ..Bounds::DEFAULT };
+    let mut p = Presence::new(bounds, 0);
+    assert_eq!(p.merge(b"r", joined(1, 1, "ab"), Origin::Peer(0)), Applied::Joined);
+    assert_eq!(p.merge(b"r", joined(2, 1, "cd"), Origin::Peer(0)), Applied::Joined);
+    assert_eq!(p.bytes(), two, "at the bound exactly");
+    assert_eq!(p.merge(b"r", joined(3, 1, "e"), Origin::Peer(0)), Applied::Full, "one byte of name too many");
+    assert_eq!(p.merge(b"s", joined(3, 1, "e"), Origin::Peer(0)), Applied::Full, "another room too");
+    assert_eq!(p.merge(b"r", joined(4, 1, "mine"), Origin::Local), Applied::Joined, "our own members are kept");
+    assert_eq!(names(&p, b"r"), ["ab", "cd", "mine"], "who lists what is kept");
+    p.merge(b"r", left(4, 2), Origin::Local);
+    assert!(matches!(p.merge(b"r", left(2, 2), Origin::Peer(0)), Applied::Removed(_)));
+    assert_eq!(p.bytes(), two - (PRESENCE_ENTRY_BYTES + 2) + PRESENCE_TOMBSTONE_BYTES, "a tombstone costs too");
+    assert_eq!(p.merge(b"r", joined(3, 1, "e"), Origin::Peer(0)), Applied::Full, "the tombstone holds the bytes");
+    p.remove_origin(0);
+    assert_eq!(p.bytes(), 0, "a lost link frees everything it brought");
+    assert_eq!(p.merge(b"r", joined(3, 1, "e"), Origin::Peer(1)), Applied::Joined);
+}
+
+#[test]
+fn peer_entries_stop_at_the_room_bound_but_other_rooms_fill_on() {
+    let mut p = Presence::new(Bounds { room_entries_max: 2, ..Bounds::DEFAULT }, 0);
+    assert_eq!(p.merge(b"big", joined(1, 1, "a"), Origin::Peer(0)), Applied::Joined);
+    assert_eq!(p.merge(b"big", joined(2, 1, "b"), Origin::Peer(0)), Applied::Joined);
+    assert_eq!(p.merge(b"big", joined(3, 1, "c"), Origin::Peer(0)), Applied::Full);
+    assert_eq!(p.merge(b"small", joined(3, 1, "c"), Origin::Peer(0)), Applied::Joined);
+    assert_eq!(p.merge(b"big", joined(4, 1, "d"), Origin::Local), Applied::Joined);
+    assert_eq!((p.count(b"big"), p.count(b"small")), (3, 1));
 }
 
 // ----- the merge rule against a naive oracle -----
@@ -224,7 +266,7 @@ mod merge_property {
     /// goes down, a new one opens with a digest of what the owner has sent so far); then the rest
     /// in order. Gives back the table.
     fn deliver(streams: &mut [Stream], schedule: &[(u8, u8, u16)], relinks: bool) -> Presence {
-        let mut p = Presence::new(1_000, 1_000, 0);
+        let mut p = table(1_000, 1_000, 0);
         let mut links_opened = OWNERS;
         for &(action, owner, pick) in schedule {
             let s = &mut streams[usize::from(owner) % OWNERS];
