@@ -607,6 +607,15 @@ impl<T, L> Hub<T, L> {
     /// Adds `key` to `room` and tells everyone; `JOINED` follows once the room's announcement
     /// is acknowledged (see `peers.rs`).
     fn join(&mut self, key: ConnKey, room: &[u8], send_only: bool, watch: bool) {
+        let name = self.conns[key].session.name().clone();
+        if self.name_free(key, room, &name, "") {
+            self.join_unchecked(key, room, send_only, watch);
+        }
+    }
+
+    /// [`Hub::join`] without the name check: a line-mode guest's own name is unique on its node
+    /// (it carries its core's counter), and it must land in the lobby to be greeted.
+    fn join_unchecked(&mut self, key: ConnKey, room: &[u8], send_only: bool, watch: bool) {
         match self.router.join(key, room, send_only) {
             Ok(change) => {
                 let conn = &mut self.conns[key];
@@ -766,6 +775,7 @@ impl<T, L> Hub<T, L> {
 
 pub mod introspect;
 mod line;
+mod names;
 mod peers;
 mod presence;
 use crate::limits::ENCODE_BUFFER_BYTES;

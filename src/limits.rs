@@ -84,6 +84,12 @@ pub const TCP_KEEPALIVE_PROBES: u32 = 3;
 /// from peers beyond it are not stored, so `/who` shows fewer members than there are.
 pub const PRESENCE_ENTRIES_MAX: usize = 1_000_000;
 
+/// How long a member holding a name someone else asks for (a `JOIN` refused with
+/// `NAME_TAKEN`) has to answer the `PING` it is sent at once, before it is closed with
+/// `TIMEOUT`: a half-open connection left by a client that reconnects under its name is found
+/// within this (plus a tick), not after the ping interval and timeout.
+pub const NAME_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Most presence entries from peers one core keeps for one room: a room of many thousands is
 /// listed, but one room cannot take the whole table.
 pub const PRESENCE_ROOM_ENTRIES_MAX: usize = 100_000;
@@ -118,6 +124,10 @@ const _: () = assert!(
     "the byte bound binds before the entry bound only for long names"
 );
 const _: () = assert!(PRESENCE_ROOM_ENTRIES_MAX <= PRESENCE_ENTRIES_MAX);
+const _: () = assert!(
+    NAME_PROBE_TIMEOUT.as_millis() + TICK_MAX.as_millis() < NAME_TAKEN_RETRY_MAX.as_millis(),
+    "a client retrying a taken name outlasts the probe of a dead holder"
+);
 
 const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN_MAX);
 

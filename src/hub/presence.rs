@@ -81,8 +81,18 @@ impl<T, L> Hub<T, L> {
     fn apply_presence(&mut self, room: &[u8], update: &Update, origin: Origin) -> bool {
         let (kind, session_id, name) = (update.kind, update.session_id, &update.name);
         match self.presence.merge(room, update.clone(), origin) {
-            Applied::Joined => self.tell_watchers(room, PresenceKind::Joined, session_id, name, None),
-            Applied::Renamed(old) => self.tell_watchers(room, PresenceKind::Renamed, session_id, name, Some(&old)),
+            Applied::Joined => {
+                self.tell_watchers(room, PresenceKind::Joined, session_id, name, None);
+                if origin != Origin::Local {
+                    self.settle_name_race(room, (update.version, session_id), name);
+                }
+            }
+            Applied::Renamed(old) => {
+                self.tell_watchers(room, PresenceKind::Renamed, session_id, name, Some(&old));
+                if origin != Origin::Local {
+                    self.settle_name_race(room, (update.version, session_id), name);
+                }
+            }
             Applied::Removed(entry) => self.tell_watchers(room, kind, session_id, &entry.name, None),
             Applied::Buried => {}
             Applied::Unchanged | Applied::Stale | Applied::Full => return false,

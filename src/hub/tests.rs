@@ -1,8 +1,10 @@
 use super::*;
 use std::time::Duration;
 
+use crate::codec::peer::PeerPresence;
+use crate::codec::PresenceKind;
 use crate::codec::{ClientFrame, Hello, Message, ServerFrame, HELLO_FLAG_ECHO, JOIN_FLAG_SEND_ONLY};
-use crate::limits::HEADER_BYTES;
+use crate::limits::{HEADER_BYTES, NAME_PROBE_TIMEOUT};
 use crate::session::Timeouts;
 
 const MS: Duration = Duration::from_millis(1);
@@ -759,4 +761,134 @@ fn only_authenticated_links_count_as_up() {
     assert_eq!(hub.node_links_last_heard().collect::<Vec<_>>(), vec![(2, now + MS)]);
     hub.link_down(real, now);
     assert_eq!((hub.links_up(crate::link::LinkClass::Node), hub.links_down()), (0, 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names unique per room on one node
+// ---------------------------------------------------------------------------------------------
+
+fn error_frame(code: ErrorCode, text: &str) -> ServerFrame {
+    ServerFrame::Error { code: code as u16, text: Bytes::from(text.to_owned()) }
+}
+
+#[test]
+fn a_second_holder_of_a_name_in_a_room_is_refused_and_the_holder_is_probed() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let first = member(&mut hub, "alice", &["den"], now);
+    let second = member(&mut hub, "alice", &["attic"], now);
+    send(&mut hub, second, &join(0, "den"), now + MS);
+    let refused = error_frame(ErrorCode::NameTaken, "the name alice is taken in den on this node");
+    assert_eq!(drain(&mut hub, second), vec![refused], "a request error: the connection stays");
+    assert_eq!(drain(&mut hub, first), vec![ServerFrame::Ping(1)], "the holder is asked if it is alive");
+    assert_eq!(hub.presence.count(b"den"), 1);
+
+    // The holder answers: it keeps its name, and the newcomer is refused again.
+    send(&mut hub, first, &encode(ClientFrame::Pong(1)), now + 10 * MS);
+    hub.tick(now + NAME_PROBE_TIMEOUT + 20 * MS);
+    assert!(!hub.conn_mut(first).unwrap().is_closing(), "a holder that answers stays");
+    send(&mut hub, second, &join(0, "den"), now + NAME_PROBE_TIMEOUT + 30 * MS);
+    assert_eq!(error_codes(&drain(&mut hub, second)), [error(ErrorCode::NameTaken)]);
+    assert_eq!(drain(&mut hub, first), vec![ServerFrame::Ping(2)]);
+}
+
+#[test]
+fn a_holder_that_does_not_answer_the_probe_is_closed_and_its_name_is_free() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let stale = member(&mut hub, "alice", &["den"], now);
+    let back = greeted(&mut hub, 0, "alice", now);
+    send(&mut hub, back, &join(0, "den"), now);
+    assert_eq!(error_codes(&drain(&mut hub, back)), [error(ErrorCode::NameTaken)]);
+    // A second refusal does not ping again, nor move the deadline.
+    send(&mut hub, back, &join(0, "den"), now + NAME_PROBE_TIMEOUT / 2);
+    assert_eq!(error_codes(&drain(&mut hub, back)), [error(ErrorCode::NameTaken)]);
+    assert_eq!(drain(&mut hub, stale), vec![ServerFrame::Ping(1)]);
+
+    hub.tick(now + NAME_PROBE_TIMEOUT - MS);
+    assert!(!hub.conn_mut(stale).unwrap().is_closing(), "not before the probe's deadline");
+    hub.tick(now + NAME_PROBE_TIMEOUT);
+    assert!(hub.conn_mut(stale).unwrap().is_closing(), "silent through the probe: closed");
+    assert_eq!(error_codes(&drain(&mut hub, stale)), [error(ErrorCode::Timeout)]);
+    send(&mut hub, back, &join(0, "den"), now + NAME_PROBE_TIMEOUT + MS);
+    assert_eq!(drain(&mut hub, back), vec![joined("den")], "the reconnecting client has its name back");
+}
+
+#[test]
+fn names_of_other_nodes_are_not_checked_and_who_tells_them_apart() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let alice = member(&mut hub, "alice", &["den"], now);
+    let line = hub.open((), now).unwrap();
+    send(&mut hub, line, b"/join den\n", now);
+    let guest = crate::session::guest_name(hub.conn_mut(line).unwrap().session_id(), 0);
+    drain_bytes(&mut hub, line);
+    drain(&mut hub, alice);
+    let gateway = hub.add_link((), now);
+    let far = (2 << 48) | (1 << 40) | 7;
+    let update = PeerPresence {
+        version: 3,
+        kind: PresenceKind::Joined,
+        session_id: far,
+        room: Bytes::from_static(b"den"),
+        name: Bytes::from_static(b"alice"),
+    };
+    hub.peer_presence(gateway, update);
+    assert_eq!(drain(&mut hub, alice), vec![], "another node's alice takes nothing from ours");
+    let names: Vec<u64> = hub.presence.members(b"den").map(|e| e.session_id).collect();
+    assert_eq!(names, [1, 2, far], "both shown: across nodes names are not unique");
+    send(&mut hub, line, b"/who\n", now);
+    let want = format!("* alice joined\n* 3 in den: alice, {guest} (you), alice@2\n");
+    assert_eq!(String::from_utf8(drain_bytes(&mut hub, line)).unwrap(), want);
+}
+
+/// Two cores admitted one name in one room at the same moment: when each learns of the other's
+/// member, the one with the greater (version, session id) gives way.
+#[test]
+fn of_two_cores_admitting_one_name_at_once_the_greater_version_and_session_gives_way() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| c.id_epoch = 1_000);
+    let alice = member(&mut hub, "alice", &["den"], now);
+    let (core1, core2) = (hub.add_link((), now), hub.add_link((), now));
+    let ours = hub.presence.members(b"den").next().map(|e| (e.version, e.session_id)).unwrap();
+    let theirs = |version, core: u64| PeerPresence {
+        version,
+        kind: PresenceKind::Joined,
+        session_id: (core << 40) | 9, // node 0: this node
+        room: Bytes::from_static(b"den"),
+        name: Bytes::from_static(b"alice"),
+    };
+    // Core 1's is greater: ours stays; core 1 takes its own out.
+    hub.peer_presence(core1, theirs(ours.0 + 1, 1));
+    assert_eq!(drain(&mut hub, alice), vec![]);
+    assert_eq!(hub.presence.count(b"den"), 2, "both listed until core 1's leave arrives");
+    hub.peer_presence(core1, PeerPresence { version: ours.0 + 2, kind: PresenceKind::Left, ..theirs(0, 1) });
+    assert_eq!(hub.presence.count(b"den"), 1);
+
+    // Core 2's is smaller: ours gives way, told why, and is out of the room.
+    hub.peer_presence(core2, theirs(500, 2));
+    let told = error_frame(ErrorCode::NameTaken, "the name alice is taken in den on this node: you are not in den");
+    assert_eq!(drain(&mut hub, alice), vec![told, ServerFrame::Left(Bytes::from_static(b"den"))]);
+    let names: Vec<u64> = hub.presence.members(b"den").map(|e| e.session_id).collect();
+    assert_eq!(names, [(2 << 40) | 9], "one holder remains");
+    assert!(hub.router.members(b"den").is_none());
+    hub.check_invariants();
+}
+
+#[test]
+fn line_mode_nick_and_join_to_a_taken_name_print_an_error_and_change_nothing() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let _alice = member(&mut hub, "alice", &["lobby", "den"], now);
+    let line = hub.open((), now).unwrap();
+    send(&mut hub, line, b"/nick alice\n", now);
+    let text = String::from_utf8(drain_bytes(&mut hub, line)).unwrap();
+    let refused = "error 260 NAME_TAKEN: the name alice is taken in lobby on this node (your name is unchanged)\n";
+    assert!(text.ends_with(refused), "{text}");
+    send(&mut hub, line, b"/leave\n/nick bob\n/join lobby\n/nick alice\n", now);
+    let text = String::from_utf8(drain_bytes(&mut hub, line)).unwrap();
+    let want = format!(
+        "* you left lobby; /join ROOM to chat again\n* you are now bob\n* you are in lobby with 1 other\n{refused}"
+    );
+    assert_eq!(text, want);
 }
