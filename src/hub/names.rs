@@ -6,11 +6,11 @@
 //!   its presence view lists another member of this node in the room under the same name.
 //! * **Takeover.** A client that reconnects under its name may find its old session still
 //!   holding it: a half-open connection not yet found dead, or a leave not yet heard from the
-//!   sibling core. So when the holder is a connection of this core, the refusal also probes it:
-//!   it is sent a `PING` at once and closed with `TIMEOUT` unless it says anything within
-//!   [`NAME_PROBE_TIMEOUT`]. A client that reconnects retries its `JOIN` for a bounded time
-//!   (`Client::join_retrying`), so it gets its name back once its old session is gone. A holder
-//!   on a sibling core is found by that core's own keepalive, or at once if its socket closed.
+//!   sibling core. So the refusal also probes the holder — here if it is ours, else by asking
+//!   its core over the sibling link (a peer `PRESENCE` of kind probe): it is sent a `PING` at
+//!   once and closed with `TIMEOUT` unless it says anything within [`NAME_PROBE_TIMEOUT`]. A
+//!   client that reconnects retries its `JOIN` for a bounded time (`Client::join_retrying`), so
+//!   it gets its name back once its old session is gone.
 //! * **The race.** Sibling cores learn of each other's members asynchronously, so two may admit
 //!   one name in one room at once. When a core learns of a same-name member of its node from a
 //!   sibling, the member with the greater (version, session id) gives way: if it is ours, it is
@@ -24,10 +24,12 @@
 use bytes::Bytes;
 
 use super::Hub;
+use crate::codec::peer::{encode_presence as encode_peer_presence, PeerPresenceKind};
 use crate::codec::{encode_room_reply, frame_type};
 use crate::error::ErrorCode;
 use crate::limits::NAME_PROBE_TIMEOUT;
-use crate::router::ConnKey;
+use crate::link::{LinkClass, LinkState};
+use crate::router::{ConnKey, ID_COUNTER_BITS};
 use crate::session::Mode;
 
 impl<T, L> Hub<T, L> {
@@ -49,21 +51,39 @@ impl<T, L> Hub<T, L> {
         let Some(holder) = self.name_holder(key, room, name) else {
             return true;
         };
-        self.probe_holder(room, holder);
+        self.probe_holder(room, holder, name);
         let (name, room) = (String::from_utf8_lossy(name), String::from_utf8_lossy(room));
         let text = format!("the name {name} is taken in {room} on this node{after}");
         self.request_error(key, ErrorCode::NameTaken, &text);
         false
     }
 
-    /// Pings the connection of this core holding a name someone asks for; it is closed unless
-    /// it answers within [`NAME_PROBE_TIMEOUT`] (see `Hub::tick`).
-    fn probe_holder(&mut self, room: &[u8], holder: u64) {
+    /// Has the member holding a name someone asks for checked: probed here if it is ours, else
+    /// by its own core, asked over the sibling link (a peer `PRESENCE` of kind probe).
+    fn probe_holder(&mut self, room: &[u8], holder: u64, name: &[u8]) {
+        let core = (holder >> ID_COUNTER_BITS) & 0xFF;
+        if core == u64::from(self.config.core_id) {
+            return self.probe_member(room, holder);
+        }
+        let sibling = self.links.iter().find(|(_, l)| {
+            l.class == LinkClass::Sibling
+                && matches!(l.state(), LinkState::Up { core_id, .. } if u64::from(core_id) == core)
+        });
+        if let Some((peer, _)) = sibling {
+            let probe = PeerPresenceKind::Probe;
+            self.send_to_peer(peer, |dst| encode_peer_presence(dst, 0, probe, holder, room, name));
+        }
+    }
+
+    /// Pings our member `session_id` of `room` (someone asked for its name); it is closed unless
+    /// it answers within [`NAME_PROBE_TIMEOUT`] (see `Hub::tick`). Not ours, or gone: nothing.
+    pub(super) fn probe_member(&mut self, room: &[u8], session_id: u64) {
         let Some(now) = self.clock else {
             return;
         };
         let members = self.router.members(room).unwrap_or(&[]);
-        let Some(key) = members.iter().map(|m| m.conn).find(|k| self.conns[*k].session.session_id() == holder) else {
+        let Some(key) = members.iter().map(|m| m.conn).find(|k| self.conns[*k].session.session_id() == session_id)
+        else {
             return;
         };
         if let Some(nonce) = self.conns[key].session.probe(now, NAME_PROBE_TIMEOUT) {

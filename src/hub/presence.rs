@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::Hub;
 use crate::codec::line::encode_presence_line;
-use crate::codec::peer::{encode_presence as encode_peer_presence, PeerPresence};
+use crate::codec::peer::{encode_presence as encode_peer_presence, PeerPresence, PeerPresenceKind};
 use crate::codec::{encode_presence, PresenceKind};
 use crate::interest::PeerId;
 use crate::link::LinkClass;
@@ -34,6 +34,14 @@ impl<T, L> Hub<T, L> {
     /// relay it to the peers of the other class.
     pub(super) fn peer_presence(&mut self, peer: PeerId, event: PeerPresence) {
         let PeerPresence { version, kind, session_id, room, name } = event;
+        let kind = match kind {
+            PeerPresenceKind::Change(kind) => kind,
+            // Names are unique per node: only a sibling core asks (and is listened to).
+            PeerPresenceKind::Probe if self.links[peer].class == LinkClass::Sibling => {
+                return self.probe_member(&room, session_id)
+            }
+            PeerPresenceKind::Probe => return,
+        };
         let update = Update { kind, session_id, version, name };
         if self.apply_presence(&room, &update, Origin::Peer(peer)) && self.gateway.is_some() {
             let from = self.links[peer].class;
@@ -55,7 +63,7 @@ impl<T, L> Hub<T, L> {
             };
             if tell {
                 let (kind, id, version) = (PresenceKind::Joined, entry.session_id, entry.version);
-                encode_peer_presence(&mut frames, version, kind, id, room, &entry.name);
+                encode_peer_presence(&mut frames, version, kind.into(), id, room, &entry.name);
             }
         }
         if !frames.is_empty() {
@@ -106,7 +114,7 @@ impl<T, L> Hub<T, L> {
             self.links.iter().filter(|(_, l)| l.carries_traffic() && Some(l.class) != except).map(|(p, _)| p).collect();
         let Update { kind, session_id, version, name } = update;
         for peer in peers {
-            self.send_to_peer(peer, |dst| encode_peer_presence(dst, *version, *kind, *session_id, room, name));
+            self.send_to_peer(peer, |dst| encode_peer_presence(dst, *version, (*kind).into(), *session_id, room, name));
         }
     }
 

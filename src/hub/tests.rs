@@ -828,7 +828,7 @@ fn names_of_other_nodes_are_not_checked_and_who_tells_them_apart() {
     let far = (2 << 48) | (1 << 40) | 7;
     let update = PeerPresence {
         version: 3,
-        kind: PresenceKind::Joined,
+        kind: PresenceKind::Joined.into(),
         session_id: far,
         room: Bytes::from_static(b"den"),
         name: Bytes::from_static(b"alice"),
@@ -853,7 +853,7 @@ fn of_two_cores_admitting_one_name_at_once_the_greater_version_and_session_gives
     let ours = hub.presence.members(b"den").next().map(|e| (e.version, e.session_id)).unwrap();
     let theirs = |version, core: u64| PeerPresence {
         version,
-        kind: PresenceKind::Joined,
+        kind: PresenceKind::Joined.into(),
         session_id: (core << 40) | 9, // node 0: this node
         room: Bytes::from_static(b"den"),
         name: Bytes::from_static(b"alice"),
@@ -862,7 +862,7 @@ fn of_two_cores_admitting_one_name_at_once_the_greater_version_and_session_gives
     hub.peer_presence(core1, theirs(ours.0 + 1, 1));
     assert_eq!(drain(&mut hub, alice), vec![]);
     assert_eq!(hub.presence.count(b"den"), 2, "both listed until core 1's leave arrives");
-    hub.peer_presence(core1, PeerPresence { version: ours.0 + 2, kind: PresenceKind::Left, ..theirs(0, 1) });
+    hub.peer_presence(core1, PeerPresence { version: ours.0 + 2, kind: PresenceKind::Left.into(), ..theirs(0, 1) });
     assert_eq!(hub.presence.count(b"den"), 1);
 
     // Core 2's is smaller: ours gives way, told why, and is out of the room.
@@ -891,4 +891,66 @@ fn line_mode_nick_and_join_to_a_taken_name_print_an_error_and_change_nothing() {
         "* you left lobby; /join ROOM to chat again\n* you are now bob\n* you are in lobby with 1 other\n{refused}"
     );
     assert_eq!(text, want);
+}
+
+/// A sibling link from core `core_id` of this node, up.
+fn sibling_link(hub: &mut Hub<()>, core_id: u16, now: Instant) -> PeerId {
+    let peer = hub.add_link((), now);
+    let hello = crate::codec::peer::LinkHello {
+        version: crate::codec::peer::LINK_VERSION,
+        node_id: 0,
+        core_id,
+        instance: 0,
+        nonce: [0; crate::codec::peer::NONCE_BYTES],
+        cluster_addr: Bytes::new(),
+    };
+    link_receives(hub, peer, &crate::codec::peer::PeerFrame::Hello(hello), now);
+    peer
+}
+
+/// The `PRESENCE` frames queued on a link.
+fn presence_sent(hub: &mut Hub<()>, peer: PeerId) -> Vec<PeerPresence> {
+    let mut bytes = Vec::new();
+    hub.link_mut(peer).unwrap().io_and_queues().1.flush_to(&mut bytes).unwrap();
+    let mut buf = BytesMut::from(&bytes[..]);
+    let mut sent = Vec::new();
+    while let Some(raw) = FrameDecoder::default().decode(&mut buf).unwrap() {
+        if let crate::codec::peer::PeerFrame::Presence(p) = crate::codec::peer::PeerFrame::parse(raw).unwrap() {
+            sent.push(p);
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_holder_on_a_sibling_core_is_probed_by_its_own_core() {
+    let now = Instant::now();
+    // The core whose client asks for the name: it asks core 1 to probe the holder.
+    let mut asking = hub();
+    let core1 = sibling_link(&mut asking, 1, now);
+    let holder = (1 << 40) | 9;
+    let alice = |kind: crate::codec::peer::PeerPresenceKind, version| PeerPresence {
+        version,
+        kind,
+        session_id: holder,
+        room: Bytes::from_static(b"den"),
+        name: Bytes::from_static(b"alice"),
+    };
+    asking.peer_presence(core1, alice(PresenceKind::Joined.into(), 4));
+    presence_sent(&mut asking, core1);
+    let newcomer = greeted(&mut asking, 0, "alice", now);
+    send(&mut asking, newcomer, &join(0, "den"), now);
+    assert_eq!(error_codes(&drain(&mut asking, newcomer)), [error(ErrorCode::NameTaken)]);
+    let probe = alice(crate::codec::peer::PeerPresenceKind::Probe, 0);
+    assert_eq!(presence_sent(&mut asking, core1), vec![probe.clone()], "core 1 is asked to probe its member");
+
+    // The holder's core: the probe pings it, and silence closes it.
+    let mut owning = hub();
+    let held = member(&mut owning, "alice", &["den"], now);
+    let core0 = sibling_link(&mut owning, 0, now);
+    owning.peer_presence(core0, PeerPresence { session_id: 1, ..probe });
+    assert_eq!(drain(&mut owning, held), vec![ServerFrame::Ping(1)]);
+    owning.tick(now + NAME_PROBE_TIMEOUT);
+    assert_eq!(error_codes(&drain(&mut owning, held)), [error(ErrorCode::Timeout)]);
+    assert_eq!(owning.presence.count(b"den"), 0);
 }

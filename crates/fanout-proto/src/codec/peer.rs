@@ -170,14 +170,23 @@ impl PeerFrame {
                     return Err(DecodeError::Malformed("PRESENCE is too short"));
                 }
                 let version = body.get_u64();
-                let event = super::parse_presence(body)?;
+                let probe = body.first() == Some(&PROBE_KIND);
+                let event = if probe {
+                    // The client kinds end at 4: parse the rest as if it were one of them.
+                    let mut body = BytesMut::from(&body[..]);
+                    body[0] = PresenceKind::Joined as u8;
+                    super::parse_presence(body.freeze())?
+                } else {
+                    super::parse_presence(body)?
+                };
                 if event.room.is_empty() || event.room.len() > ROOM_NAME_BYTES_MAX {
                     return Err(DecodeError::Malformed("PRESENCE.room length"));
                 }
                 if event.name.is_empty() || event.name.len() > USER_NAME_BYTES_MAX {
                     return Err(DecodeError::Malformed("PRESENCE.name length"));
                 }
-                let (kind, session_id, room, name) = (event.kind, event.session_id, event.room, event.name);
+                let kind = if probe { PeerPresenceKind::Probe } else { PeerPresenceKind::Change(event.kind) };
+                let (session_id, room, name) = (event.session_id, event.room, event.name);
                 Self::Presence(PeerPresence { version, kind, session_id, room, name })
             }
             frame_type::PING => Self::Ping(exact_u64(body, "PING")?),
@@ -226,14 +235,43 @@ impl PeerFrame {
     }
 }
 
+/// The wire `kind` of a peer `PRESENCE` that asks for a probe (client kinds end at 4).
+const PROBE_KIND: u8 = 5;
+
+/// What a peer `PRESENCE` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerPresenceKind {
+    /// A member joined, left, was lost or renamed (the client `PRESENCE` kinds 1-4).
+    Change(PresenceKind),
+    /// Kind 5, peer links only: someone asked the sender for this member's name; the member's
+    /// own core is to check it is alive (a `PING` it must answer in time). `version` is 0.
+    Probe,
+}
+
+impl From<PresenceKind> for PeerPresenceKind {
+    fn from(kind: PresenceKind) -> Self {
+        Self::Change(kind)
+    }
+}
+
+impl PeerPresenceKind {
+    /// The byte on the wire.
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Change(kind) => kind as u8,
+            Self::Probe => PROBE_KIND,
+        }
+    }
+}
+
 /// The fields of a peer `PRESENCE`: the owner's version of the change, then exactly a client
 /// `PRESENCE` body (flat, so code that reads `kind`, `room` and `name` reads either).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerPresence {
     /// The owner's version of this change: for one member, the highest version wins.
     pub version: u64,
-    /// What happened.
-    pub kind: PresenceKind,
+    /// What happened (or a probe request).
+    pub kind: PeerPresenceKind,
     /// The member's session id.
     pub session_id: u64,
     /// The room.
@@ -246,14 +284,14 @@ pub struct PeerPresence {
 pub fn encode_presence(
     dst: &mut BytesMut,
     version: u64,
-    kind: PresenceKind,
+    kind: PeerPresenceKind,
     session_id: u64,
     room: &[u8],
     name: &[u8],
 ) {
     put_header(dst, peer_type::PRESENCE, 8 + 1 + 8 + 1 + room.len() + 1 + name.len());
     dst.put_u64(version);
-    dst.put_u8(kind as u8);
+    dst.put_u8(kind.to_u8());
     dst.put_u64(session_id);
     super::put_short_str(dst, room);
     super::put_short_str(dst, name);
@@ -385,10 +423,17 @@ mod tests {
             PeerFrame::InterestAck(42),
             PeerFrame::Presence(PeerPresence {
                 version: 1 << 52 | 5,
-                kind: crate::codec::PresenceKind::Lost,
+                kind: PeerPresenceKind::Change(crate::codec::PresenceKind::Lost),
                 session_id: 77,
                 room: Bytes::from_static(b"room"),
                 name: Bytes::from_static(b"bob"),
+            }),
+            PeerFrame::Presence(PeerPresence {
+                version: 0,
+                kind: PeerPresenceKind::Probe,
+                session_id: 1 << 40 | 3,
+                room: Bytes::from_static(b"den"),
+                name: Bytes::from_static(b"alice"),
             }),
             PeerFrame::Forward { room: Bytes::from_static(b"room"), body },
             PeerFrame::Ping(1),
