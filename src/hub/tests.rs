@@ -954,3 +954,116 @@ fn a_holder_on_a_sibling_core_is_probed_by_its_own_core() {
     assert_eq!(error_codes(&drain(&mut owning, held)), [error(ErrorCode::Timeout)]);
     assert_eq!(owning.presence.count(b"den"), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Two cores admitting names at once: a small simulation of two linked hubs
+// ---------------------------------------------------------------------------------------------
+
+/// Core 0 and core 1 of one node, linked in memory; bytes move only when a test says so.
+struct TwoCores {
+    hubs: [Hub<()>; 2],
+    /// Each hub's link to the other.
+    links: [PeerId; 2],
+    now: Instant,
+}
+
+impl TwoCores {
+    fn new() -> Self {
+        let now = Instant::now();
+        let mut hubs = [hub_with(|c| c.core_id = 0), hub_with(|c| c.core_id = 1)];
+        let links = [hubs[0].add_link((), now), hubs[1].add_link((), now)];
+        let mut cores = Self { hubs, links, now };
+        cores.settle();
+        cores
+    }
+
+    /// Moves what hub `from` queued for the other; true if anything moved.
+    fn deliver(&mut self, from: usize) -> bool {
+        let mut bytes = Vec::new();
+        let link = self.hubs[from].link_mut(self.links[from]).unwrap();
+        link.io_and_queues().1.flush_to(&mut bytes).unwrap();
+        if bytes.is_empty() {
+            return false;
+        }
+        let to = 1 - from;
+        self.hubs[to].link_mut(self.links[to]).unwrap().input.extend_from_slice(&bytes);
+        self.hubs[to].handle_link_input(self.links[to], self.now);
+        true
+    }
+
+    /// Delivers both ways until nothing is left in flight (bounded: each round answers the last).
+    fn settle(&mut self) {
+        for _ in 0..100 {
+            let moved = self.deliver(0) | self.deliver(1);
+            if !moved {
+                return;
+            }
+        }
+        panic!("the links never went quiet");
+    }
+}
+
+proptest::proptest! {
+    /// Clients on two cores join, leave and close in one room under two names, with the links
+    /// between the cores delivering at arbitrary moments. Once everything is delivered, each
+    /// name has at most one holder in the room, and both cores list exactly the members the two
+    /// routers hold. (Fails with either half of the tie-break disabled: at merge, or at JOINED.)
+    #[test]
+    fn two_cores_admitting_names_at_once_keep_one_holder_per_name(
+        ops in proptest::collection::vec((0..2usize, 0..6usize, 0..5u8), 1..60)
+    ) {
+        let mut cores = TwoCores::new();
+        // Per core, up to 3 clients: (key, name).
+        let mut clients: [Vec<(ConnKey, &str)>; 2] = [Vec::new(), Vec::new()];
+        for (core, pick, action) in ops {
+            let now = cores.now;
+            match action {
+                0 | 1 if clients[core].len() < 3 => {
+                    let name = ["alice", "bob"][pick % 2];
+                    let key = greeted(&mut cores.hubs[core], 0, name, now);
+                    send(&mut cores.hubs[core], key, &join(0, "den"), now);
+                    clients[core].push((key, name));
+                }
+                2 if !clients[core].is_empty() => {
+                    let (key, _) = clients[core][pick % clients[core].len()];
+                    send(&mut cores.hubs[core], key, &leave("den"), now);
+                }
+                3 if !clients[core].is_empty() => {
+                    let (key, _) = clients[core].remove(pick % clients[core].len());
+                    cores.hubs[core].handle_hangup(key);
+                    cores.hubs[core].remove(key);
+                }
+                _ => {
+                    cores.deliver(core);
+                }
+            }
+            cores.hubs[0].check_invariants();
+            cores.hubs[1].check_invariants();
+        }
+        cores.settle();
+        let mut holders: Vec<(&str, u64)> = Vec::new();
+        for (hub, clients) in cores.hubs.iter_mut().zip(&clients) {
+            let members: Vec<ConnKey> =
+                hub.router.members(b"den").map(|m| m.iter().map(|m| m.conn).collect()).unwrap_or_default();
+            for (key, name) in clients {
+                let session = hub.conn_mut(*key).unwrap().session_id();
+                if members.contains(key) {
+                    holders.push((name, session));
+                }
+            }
+        }
+        holders.sort_unstable();
+        let mut names: Vec<&str> = holders.iter().map(|(name, _)| *name).collect();
+        names.dedup();
+        proptest::prop_assert_eq!(names.len(), holders.len(), "one holder per name: {:?}", holders);
+        for core in 0..2 {
+            let mut listed: Vec<(&str, u64)> = cores.hubs[core]
+                .presence
+                .members(b"den")
+                .map(|e| (if &e.name[..] == b"alice" { "alice" } else { "bob" }, e.session_id))
+                .collect();
+            listed.sort_unstable();
+            proptest::prop_assert_eq!(&listed, &holders, "core {} lists the holders", core);
+        }
+    }
+}
