@@ -138,8 +138,11 @@ pub enum Applied {
     /// A removal of a member that was already gone, newer than its tombstone: the tombstone
     /// now has that version. Nothing visible changed.
     Buried,
-    /// Nothing changed that anyone sees: the same entry again (as after a link re-sync), or a
-    /// newer version with the same name.
+    /// A listed member's newer version under the same name: nobody sees a change, but the
+    /// entry's version moved (peers relayed to must hear it, or a later withdrawal at this
+    /// version would look like a removal to them).
+    Restamped,
+    /// Nothing changed: the same entry again (as after a link re-sync).
     Unchanged,
     /// Ignored: not newer than what is known of the member (or a peer's word on our own member).
     Stale,
@@ -247,9 +250,12 @@ impl Presence {
                 let entry = self.entry_mut(room, update.session_id).expect("a listed member has an entry");
                 // The newest link to tell us of an entry is the one it now depends on.
                 entry.origin = origin;
-                if update.version == version || entry.name == update.name {
-                    entry.version = update.version;
+                if update.version == version {
                     return Applied::Unchanged;
+                }
+                if entry.name == update.name {
+                    entry.version = update.version;
+                    return Applied::Restamped;
                 }
                 entry.version = update.version;
                 // Owned: a slice of a link's read buffer would pin the whole buffer.

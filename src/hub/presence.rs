@@ -102,7 +102,7 @@ impl<T, L> Hub<T, L> {
                 }
             }
             Applied::Removed(entry) => self.tell_watchers(room, kind, session_id, &entry.name, None),
-            Applied::Buried => {}
+            Applied::Buried | Applied::Restamped => {}
             Applied::Unchanged | Applied::Stale | Applied::Full => return false,
         }
         true

@@ -76,6 +76,10 @@ fn a_stale_rename_never_reverts_a_name() {
     assert_eq!(p.merge(b"r", update(PresenceKind::Renamed, 3, 2, "annie"), Origin::Peer(0)), Applied::Stale);
     assert_eq!(p.merge(b"r", joined(3, 1, "ann"), Origin::Peer(0)), Applied::Stale);
     assert_eq!(names(&p, b"r"), ["anna"]);
+    let same_name = update(PresenceKind::Renamed, 3, 4, "anna");
+    assert_eq!(p.merge(b"r", same_name, Origin::Peer(0)), Applied::Restamped, "news to relay, nothing to show");
+    assert_eq!(p.merge(b"r", update(PresenceKind::Renamed, 3, 4, "anna"), Origin::Peer(0)), Applied::Unchanged);
+    assert_eq!(p.members(b"r").map(|e| e.version).collect::<Vec<_>>(), [4]);
 }
 
 #[test]
