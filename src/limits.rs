@@ -96,11 +96,11 @@ pub const PRESENCE_ROOM_ENTRIES_MAX: usize = 100_000;
 
 /// Most bytes of presence state one core keeps (an estimate of the table's memory: entries,
 /// rooms, tombstones and names); entries from peers beyond it are not stored.
-pub const PRESENCE_BYTES_MAX: usize = 192 * 1024 * 1024;
+pub const PRESENCE_BYTES_MAX: usize = 256 * 1024 * 1024;
 
 /// The estimated memory of one presence entry besides its name: the entry (64 B), its places in
-/// the room's two indexes, and the allocation holding its name.
-pub const PRESENCE_ENTRY_BYTES: usize = 160;
+/// the room's three indexes (join order, session id, name), and the allocation holding its name.
+pub const PRESENCE_ENTRY_BYTES: usize = 224;
 
 /// The estimated memory of one room of the presence table besides its name.
 pub const PRESENCE_ROOM_BYTES: usize = 128;

@@ -167,11 +167,29 @@ enum Known {
     Gone { version: u64 },
 }
 
-/// One room's members: in the order this core learned of them, and by session id.
+/// One room's members: in the order this core learned of them, by session id and by name.
 #[derive(Debug, Default)]
 struct RoomMembers {
     by_order: BTreeMap<u64, Entry>,
     order_of: HashMap<u64, u64>,
+    /// Name → the session ids holding it (one, but for members of several nodes): a `JOIN`'s
+    /// name check costs O(1), not a scan of the room.
+    by_name: HashMap<Bytes, Vec<u64>>,
+}
+
+impl RoomMembers {
+    fn index_name(&mut self, name: &Bytes, session_id: u64) {
+        self.by_name.entry(name.clone()).or_default().push(session_id);
+    }
+
+    fn unindex_name(&mut self, name: &[u8], session_id: u64) {
+        if let Some(holders) = self.by_name.get_mut(name) {
+            holders.retain(|id| *id != session_id);
+            if holders.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+    }
 }
 
 /// Room → members, in the order this core learned of them. Every operation on one member is
@@ -247,20 +265,24 @@ impl Presence {
             Known::Listed { origin: Origin::Local, .. } if origin != Origin::Local => Applied::Stale,
             Known::Listed { version, .. } if update.version < version => Applied::Stale,
             Known::Listed { version, .. } => {
-                let entry = self.entry_mut(room, update.session_id).expect("a listed member has an entry");
+                let members = self.rooms.get_mut(room).expect("a listed member's room exists");
+                let order = members.order_of[&update.session_id];
+                let entry = members.by_order.get_mut(&order).expect("indexed entries exist");
                 // The newest link to tell us of an entry is the one it now depends on.
                 entry.origin = origin;
                 if update.version == version {
                     return Applied::Unchanged;
                 }
+                entry.version = update.version;
                 if entry.name == update.name {
-                    entry.version = update.version;
                     return Applied::Restamped;
                 }
-                entry.version = update.version;
                 // Owned: a slice of a link's read buffer would pin the whole buffer.
-                let old = std::mem::replace(&mut entry.name, Bytes::copy_from_slice(&update.name));
-                self.bytes = self.bytes + update.name.len() - old.len();
+                let name = Bytes::copy_from_slice(&update.name);
+                let old = std::mem::replace(&mut entry.name, name.clone());
+                members.unindex_name(&old, update.session_id);
+                members.index_name(&name, update.session_id);
+                self.bytes = self.bytes + name.len() - old.len();
                 Applied::Renamed(old)
             }
             Known::Gone { version } if update.version <= version => Applied::Stale,
@@ -315,24 +337,16 @@ impl Presence {
         members.order_of.insert(update.session_id, self.learned);
         let name = Bytes::copy_from_slice(&update.name);
         let entry = Entry { session_id: update.session_id, name, version: update.version, origin };
+        members.index_name(&entry.name, entry.session_id);
         members.by_order.insert(self.learned, entry);
         Applied::Joined
-    }
-
-    fn entry(&self, room: &[u8], session_id: u64) -> Option<&Entry> {
-        let members = self.rooms.get(room)?;
-        members.by_order.get(members.order_of.get(&session_id)?)
-    }
-
-    fn entry_mut(&mut self, room: &[u8], session_id: u64) -> Option<&mut Entry> {
-        let members = self.rooms.get_mut(room)?;
-        members.by_order.get_mut(members.order_of.get(&session_id)?)
     }
 
     fn remove_entry(&mut self, room: &[u8], session_id: u64) -> Option<Entry> {
         let members = self.rooms.get_mut(room)?;
         let order = members.order_of.remove(&session_id)?;
         let entry = members.by_order.remove(&order)?;
+        members.unindex_name(&entry.name, session_id);
         if members.by_order.is_empty() {
             self.rooms.remove(room);
             self.bytes -= room_bytes(room);
@@ -391,10 +405,16 @@ impl Presence {
         let mut removed = Vec::new();
         let mut freed = 0;
         self.rooms.retain(|room, members| {
-            let RoomMembers { by_order, order_of } = members;
+            let RoomMembers { by_order, order_of, by_name } = members;
             by_order.retain(|_, e| {
                 if e.origin == Origin::Peer(peer) {
                     order_of.remove(&e.session_id);
+                    if let Some(holders) = by_name.get_mut(&e.name) {
+                        holders.retain(|id| *id != e.session_id);
+                        if holders.is_empty() {
+                            by_name.remove(&e.name);
+                        }
+                    }
                     freed += entry_bytes(&e.name);
                     removed.push((room.clone(), e.clone()));
                     return false;
@@ -427,6 +447,19 @@ impl Presence {
     /// The members of `room` in the order this core learned of them (none if nobody is known).
     pub fn members(&self, room: &[u8]) -> impl Iterator<Item = &Entry> {
         self.rooms.get(room).into_iter().flat_map(|m| m.by_order.values())
+    }
+
+    /// The members of `room` named `name` (one, unless members of several nodes share it).
+    pub fn holders<'a>(&'a self, room: &[u8], name: &[u8]) -> impl Iterator<Item = &'a Entry> + 'a {
+        let members = self.rooms.get(room);
+        let ids = members.and_then(|m| m.by_name.get(name)).map_or(&[][..], |ids| &ids[..]);
+        ids.iter().filter_map(move |id| members.and_then(|m| m.by_order.get(m.order_of.get(id)?)))
+    }
+
+    /// The entry of member `session_id` in `room`, if listed.
+    pub fn entry(&self, room: &[u8], session_id: u64) -> Option<&Entry> {
+        let members = self.rooms.get(room)?;
+        members.by_order.get(members.order_of.get(&session_id)?)
     }
 
     /// How many members `room` has.
@@ -487,6 +520,15 @@ impl Presence {
             assert_eq!(members.by_order.len(), members.order_of.len(), "one index entry per member");
             for (session_id, order) in &members.order_of {
                 assert_eq!(members.by_order.get(order).map(|e| e.session_id), Some(*session_id));
+            }
+            let named: usize = members.by_name.values().map(Vec::len).sum();
+            assert_eq!(named, members.by_order.len(), "one name index entry per member");
+            for (name, holders) in &members.by_name {
+                assert!(!holders.is_empty(), "no empty name index entry");
+                for id in holders {
+                    let entry = members.order_of.get(id).and_then(|order| members.by_order.get(order));
+                    assert_eq!(entry.map(|e| &e.name), Some(name), "the name index points at its member");
+                }
             }
         }
         let buried: usize = self.tombstones.values().map(HashMap::len).sum();

@@ -5,7 +5,6 @@
 //! it types goes there. Everything the server says to it is text: `* ` status lines, presence
 //! lines and `error …` lines, never a binary frame.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -83,10 +82,6 @@ impl<T, L> Hub<T, L> {
             return self.reply(key, |dst| dst.extend_from_slice(&frame));
         }
         let asker = self.conns[key].session.session_id();
-        let mut holders: HashMap<&[u8], usize> = HashMap::new();
-        for entry in self.presence.members(room) {
-            *holders.entry(&entry.name[..]).or_default() += 1;
-        }
         let node = u64::from(self.config.node_id);
         let mut text = format!("{count} in {}:", String::from_utf8_lossy(room));
         for (i, entry) in members.take(MEMBERS_LISTED_MAX).enumerate() {
@@ -95,7 +90,7 @@ impl<T, L> Hub<T, L> {
             let _ = write!(text, "{sep}{}", String::from_utf8_lossy(&entry.name));
             // Names are unique per node only: a shared one is told apart by its node.
             let entry_node = entry.session_id >> 48;
-            if entry_node != node && holders.get(&entry.name[..]).is_some_and(|n| *n > 1) {
+            if entry_node != node && self.presence.holders(room, &entry.name).nth(1).is_some() {
                 let _ = write!(text, "@{entry_node}");
             }
             text.push_str(you);

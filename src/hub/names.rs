@@ -29,6 +29,7 @@ use crate::codec::{encode_room_reply, frame_type};
 use crate::error::ErrorCode;
 use crate::limits::NAME_PROBE_TIMEOUT;
 use crate::link::{LinkClass, LinkState};
+use crate::presence::Origin;
 use crate::router::{ConnKey, ID_COUNTER_BITS};
 use crate::session::Mode;
 
@@ -41,8 +42,8 @@ impl<T, L> Hub<T, L> {
     /// Another member of this node that holds `name` in `room`, as this core sees it.
     fn name_holder(&self, key: ConnKey, room: &[u8], name: &[u8]) -> Option<u64> {
         let own = self.conns[key].session.session_id();
-        let holder = self.presence.members(room).find(|e| e.session_id != own && e.name == name);
-        holder.map(|e| e.session_id).filter(|id| self.of_this_node(*id))
+        let holder = self.presence.holders(room, name).find(|e| e.session_id != own && self.of_this_node(e.session_id));
+        holder.map(|e| e.session_id)
     }
 
     /// Whether `key` may take `name` in `room`; if not, it is told `NAME_TAKEN` (with `after`
@@ -78,17 +79,18 @@ impl<T, L> Hub<T, L> {
     /// Pings our member `session_id` of `room` (someone asked for its name); it is closed unless
     /// it answers within [`NAME_PROBE_TIMEOUT`] (see `Hub::tick`). Not ours, or gone: nothing.
     pub(super) fn probe_member(&mut self, room: &[u8], session_id: u64) {
-        let Some(now) = self.clock else {
-            return;
-        };
-        let members = self.router.members(room).unwrap_or(&[]);
-        let Some(key) = members.iter().map(|m| m.conn).find(|k| self.conns[*k].session.session_id() == session_id)
-        else {
+        let (Some(now), Some(key)) = (self.clock, self.member_key(room, session_id)) else {
             return;
         };
         if let Some(nonce) = self.conns[key].session.probe(now, NAME_PROBE_TIMEOUT) {
             self.reply(key, |dst| crate::codec::encode_nonce(dst, frame_type::PING, nonce));
         }
+    }
+
+    /// The connection of our member `session_id` of `room`. O(members): only on a conflict.
+    fn member_key(&self, room: &[u8], session_id: u64) -> Option<ConnKey> {
+        let members = self.router.members(room)?;
+        members.iter().map(|m| m.conn).find(|k| self.conns[*k].session.session_id() == session_id)
     }
 
     /// A sibling's member `theirs` = (version, session id) took `name` in `room`: each of ours
@@ -98,20 +100,16 @@ impl<T, L> Hub<T, L> {
         if !self.of_this_node(theirs.1) {
             return;
         }
-        let members = self.router.members(room).unwrap_or(&[]);
-        let ours: Vec<ConnKey> = members
-            .iter()
-            .map(|m| m.conn)
-            .filter(|k| {
-                let conn = &self.conns[*k];
-                !conn.awaiting_joined && !conn.is_closing() && *conn.session.name() == *name
-            })
+        let losers: Vec<u64> = self
+            .presence
+            .holders(room, name)
+            .filter(|e| e.origin == Origin::Local && (e.version, e.session_id) > theirs)
+            .map(|e| e.session_id)
             .collect();
-        for key in ours {
-            let session_id = self.conns[key].session.session_id();
-            let version = self.presence.members(room).find(|e| e.session_id == session_id).map(|e| e.version);
-            if version.is_some_and(|v| (v, session_id) > theirs) {
-                self.give_way(key, room, true);
+        for session_id in losers {
+            match self.member_key(room, session_id) {
+                Some(key) if !self.conns[key].awaiting_joined => self.give_way(key, room, true),
+                _ => {}
             }
         }
     }
@@ -122,12 +120,11 @@ impl<T, L> Hub<T, L> {
     pub(super) fn lost_name_race(&mut self, key: ConnKey, room: &[u8]) -> bool {
         let session_id = self.conns[key].session.session_id();
         let name = self.conns[key].session.name().clone();
-        let Some(own) = self.presence.members(room).find(|e| e.session_id == session_id).map(|e| e.version) else {
+        let Some(own) = self.presence.entry(room, session_id).map(|e| e.version) else {
             return false;
         };
-        let lost = self.presence.members(room).any(|e| {
+        let lost = self.presence.holders(room, &name).any(|e| {
             e.session_id != session_id
-                && e.name == name
                 && self.of_this_node(e.session_id)
                 && (e.version, e.session_id) < (own, session_id)
         });

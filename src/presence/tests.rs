@@ -36,6 +36,9 @@ fn add_rename_remove() {
     let rename = update(PresenceKind::Renamed, 1, 2, "alicia");
     assert_eq!(p.merge(b"lobby", rename, Origin::Local), Applied::Renamed(Bytes::from_static(b"alice")));
     assert_eq!(names(&p, b"lobby"), ["alicia", "bob"], "join order is kept through a rename");
+    assert_eq!(p.holders(b"lobby", b"alice").count(), 0, "the name index follows a rename");
+    assert_eq!(p.holders(b"lobby", b"alicia").map(|e| e.session_id).collect::<Vec<_>>(), [1]);
+    assert_eq!(p.entry(b"lobby", 2).map(|e| e.version), Some(5));
     match p.merge(b"lobby", left(1, 3), Origin::Local) {
         Applied::Removed(entry) => assert_eq!((entry.name, entry.version), (Bytes::from_static(b"alicia"), 2)),
         other => panic!("alicia's leave: {other:?}"),
