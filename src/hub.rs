@@ -21,12 +21,11 @@ use crate::codec::{
 use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
 use crate::limits::{
-    CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, PRESENCE_ENTRIES_MAX,
-    SHARE_FRAME_BYTES_MIN,
+    CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, SHARE_FRAME_BYTES_MIN,
 };
 use crate::link::Link;
 use crate::outbox::Outbox;
-use crate::presence::Presence;
+use crate::presence::{Bounds, Presence};
 use crate::rng::{OsRandom, RandomSource};
 use crate::router::{ConnKey, IdIssuer, Member, RouteError, Router, ID_COUNTER_BITS};
 use crate::session::{Fault, Mode, Request, Session, TimerEvent};
@@ -228,6 +227,7 @@ impl<T, L> Hub<T, L> {
         debug_assert!(config.core_id <= MAX_CORE_ID, "core ids have 8 bits in session and stream ids");
         let id_base = (u64::from(config.node_id) << 48) | (u64::from(config.core_id) << ID_COUNTER_BITS);
         let sessions = IdIssuer::new(id_base, config.id_epoch);
+        let presence = Presence::new(Bounds::DEFAULT, config.id_epoch);
         Self {
             conns: Slab::new(),
             router: Router::with_stream_ids(IdIssuer::new(id_base, config.id_epoch), config.rooms_per_connection_max),
@@ -248,7 +248,7 @@ impl<T, L> Hub<T, L> {
             slow: Vec::new(),
             undecided: VecDeque::new(),
             drain: VecDeque::new(),
-            presence: Presence::new(PRESENCE_ENTRIES_MAX),
+            presence,
             random: Box::new(OsRandom),
             clock: None,
             encode: BytesMut::with_capacity(ENCODE_BUFFER_BYTES),
@@ -616,6 +616,15 @@ impl<T, L> Hub<T, L> {
     /// Adds `key` to `room` and tells everyone; `JOINED` follows once the room's announcement
     /// is acknowledged (see `peers.rs`).
     fn join(&mut self, key: ConnKey, room: &[u8], send_only: bool, watch: bool) {
+        let name = self.conns[key].session.name().clone();
+        if self.name_free(key, room, &name, "") {
+            self.join_unchecked(key, room, send_only, watch);
+        }
+    }
+
+    /// [`Hub::join`] without the name check: a line-mode guest's own name is unique on its node
+    /// (it carries its core's counter), and it must land in the lobby to be greeted.
+    fn join_unchecked(&mut self, key: ConnKey, room: &[u8], send_only: bool, watch: bool) {
         match self.router.join(key, room, send_only) {
             Ok(change) => {
                 let conn = &mut self.conns[key];
@@ -775,6 +784,7 @@ impl<T, L> Hub<T, L> {
 
 pub mod introspect;
 mod line;
+mod names;
 mod peers;
 mod presence;
 use crate::limits::ENCODE_BUFFER_BYTES;
