@@ -175,7 +175,6 @@ impl<L> Link<L> {
     }
 
     /// The link's state.
-    #[cfg(any(test, feature = "testing"))]
     pub fn state(&self) -> LinkState {
         self.state
     }
