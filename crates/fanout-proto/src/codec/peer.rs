@@ -39,7 +39,7 @@ pub const MAC_BYTES: usize = 32;
 pub const NODES_PER_FRAME_MAX: usize = 1024;
 
 /// Version of the peer-link frames.
-pub const LINK_VERSION: u8 = 1;
+pub const LINK_VERSION: u8 = 2;
 
 /// The fields of `LINK_HELLO`.
 #[derive(Debug, Clone, PartialEq, Eq)]
