@@ -247,18 +247,27 @@ impl Outbox {
     }
 
     /// Drops the first `n` bytes, which the writer took.
-    fn consume(&mut self, mut n: usize) {
+    #[inline]
+    fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.queued_bytes());
         self.written_total += n as u64;
         if n == self.queued_bytes() {
             // Drained, so on a frame boundary. The tail keeps its whole buffer for the next
             // burst (advancing it to its end would leave no room behind and cost a reclaim).
-            self.chunks.clear();
-            self.chunk_bytes = 0;
+            if !self.chunks.is_empty() {
+                self.chunks.clear();
+                self.chunk_bytes = 0;
+            }
             self.tail.clear();
             self.front_rest = 0;
-            return;
+        } else {
+            self.consume_part(n);
         }
+    }
+
+    /// Drops the first `n` bytes, fewer than are queued: the writer stopped somewhere inside.
+    #[inline(never)]
+    fn consume_part(&mut self, mut n: usize) {
         // Before the bytes go: where the frame the writer stopped in ends, if it stopped in one.
         self.front_rest = self.frame_rest_after(n);
         while n > 0 {
