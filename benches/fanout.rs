@@ -38,7 +38,14 @@
 //! `FANOUT_BENCH_COUNT=WORKLOAD:MEMBERS:BURST:ROUNDS` skips criterion and runs one fixed
 //! workload once, for `valgrind --tool=callgrind` (see [`count_harness`]); run it at two round
 //! counts and divide the difference in instructions by the difference in deliveries, so the
-//! set-up cancels out.
+//! set-up cancels out. With `BIN` the path `cargo bench --bench fanout --no-run` prints:
+//!
+//! ```text
+//! FANOUT_BENCH_COUNT=hub:100:16:20 valgrind --tool=callgrind --callgrind-out-file=/dev/null BIN
+//! FANOUT_BENCH_COUNT=hub:100:16:40 valgrind --tool=callgrind --callgrind-out-file=/dev/null BIN
+//! ```
+//!
+//! (the second run's `I refs` minus the first's, over 32,000 more deliveries).
 
 use std::hint::black_box;
 use std::io::{self, IoSlice, Write};
