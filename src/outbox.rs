@@ -115,7 +115,8 @@ impl Outbox {
         }
     }
 
-    /// Queues one whole frame (or line) by copying it (replies built on the spot).
+    /// Queues whole frames (or lines) by copying them (replies built on the spot); like
+    /// [`Outbox::push`], they must delimit themselves as the outbox's [`Framing`] says.
     pub fn push_slice(&mut self, frame: &[u8]) {
         self.tail.extend_from_slice(frame);
     }
