@@ -24,7 +24,7 @@ use crate::limits::{
     CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, SHARE_FRAME_BYTES_MIN,
 };
 use crate::link::Link;
-use crate::outbox::Outbox;
+use crate::outbox::{Framing, Outbox};
 use crate::presence::{Bounds, Presence};
 use crate::rng::{OsRandom, RandomSource};
 use crate::router::{ConnKey, IdIssuer, Member, RouteError, Router, ID_COUNTER_BITS};
@@ -557,7 +557,11 @@ impl<T, L> Hub<T, L> {
                 };
                 self.reply(key, |dst| encode_welcome(dst, &welcome));
             }
-            Request::LineStart => self.line_start(key),
+            Request::LineStart => {
+                // Nothing was queued for the connection before it chose its dialect.
+                self.conns[key].outbox.set_framing(Framing::Lines);
+                self.line_start(key);
+            }
             Request::Join { room, send_only, presence } => self.join(key, &room, send_only, presence),
             Request::Leave { room } => {
                 if self.leave(key, &room).is_ok() {
@@ -826,8 +830,13 @@ struct Fanout<'a, T> {
 impl<T> Fanout<'_, T> {
     /// Queues `frame` (or its line rendering, built at most once) for every receiving member
     /// but `skip`; notes who needs a flush and who went over the output limit.
+    ///
+    /// Per recipient this is the append, the flush mark and one comparison with the output
+    /// limit (kept per recipient so a queue never passes the limit by more than one frame);
+    /// the outbox records nothing per frame, and the delivery count is added once.
     fn deliver(&mut self, members: &[Member], skip: Option<ConnKey>, frame: &Bytes, name: &[u8], payload: &[u8]) {
         let mut line: Option<Bytes> = None;
+        let mut delivered = 0;
         for member in members {
             if !member.receives || Some(member.conn) == skip {
                 continue;
@@ -845,7 +854,7 @@ impl<T> Fanout<'_, T> {
             } else {
                 conn.outbox.push(frame);
             }
-            self.stats.deliveries += 1;
+            delivered += 1;
             if !conn.flush_queued {
                 conn.flush_queued = true;
                 self.to_flush.push(member.conn);
@@ -854,5 +863,6 @@ impl<T> Fanout<'_, T> {
                 self.slow.push(member.conn);
             }
         }
+        self.stats.deliveries += delivered;
     }
 }

@@ -204,9 +204,6 @@ pub const SECRET_BYTES_MAX: usize = 4096;
 /// Bytes one link may have in flight (sent, not yet taken by the peer).
 pub const MAIL_IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// Frame-length slots an idle outbox may keep allocated.
-pub const IDLE_FRAME_LENS_MAX: usize = 64;
-
 /// Bytes reserved at a time for encoding publishes, so small frames share one allocation.
 pub const ENCODE_BUFFER_BYTES: usize = 64 * 1024;
 

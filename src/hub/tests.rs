@@ -495,6 +495,52 @@ fn a_line_client_gets_its_error_as_a_line() {
     assert!(out.ends_with('\n'));
 }
 
+/// A socket that takes `room` more bytes and then blocks.
+struct FullAfter {
+    got: Vec<u8>,
+    room: usize,
+}
+
+impl std::io::Write for FullAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.room);
+        self.got.extend_from_slice(&buf[..n]);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_slow_line_client_gets_the_rest_of_the_line_it_was_reading_then_the_error() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| c.output_bytes_max = MIN_OUTPUT_BYTES);
+    let a = member(&mut hub, "alice", &["lobby"], now);
+    let line = hub.open((), now).unwrap();
+    send(&mut hub, line, b"hi\n", now);
+    drain(&mut hub, a);
+    drain_bytes(&mut hub, line);
+    send(&mut hub, a, &publish("lobby", b"first"), now);
+    send(&mut hub, a, &publish("lobby", b"second"), now);
+    // The kernel takes "ali" and no more: the cut keeps the rest of that line, not the next.
+    let mut socket = FullAfter { got: Vec::new(), room: 3 };
+    let flushed = hub.conn_mut(line).unwrap().outbox_mut().flush_to(&mut socket).unwrap();
+    assert_eq!(flushed, crate::outbox::Flush::Blocked);
+    while !hub.conn_mut(line).unwrap().is_closing() {
+        send(&mut hub, a, &publish("lobby", &[b'x'; 4096]), now);
+    }
+    socket.got.extend_from_slice(&drain_bytes(&mut hub, line));
+    let code = ErrorCode::SlowConsumer;
+    let error_line = format!("error {} {}: output queue over its limit; read faster\n", code as u16, code.name());
+    assert_eq!(String::from_utf8(socket.got).unwrap(), format!("alice: first\n{error_line}"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bookkeeping for the reactor
 // ---------------------------------------------------------------------------------------------
