@@ -39,6 +39,13 @@ impl Linger {
         (now < until).then_some(until)
     }
 
+    /// When bytes held since the last pass are due, for the loop's timeout: `None` when nothing
+    /// is `pending`, the end of the hold while it lasts, and `now` once it is over — a hold may
+    /// end while a turn runs, and the bytes are then due at once, not at the next event.
+    pub fn due_at(&self, now: Instant, pending: bool) -> Option<Instant> {
+        pending.then(|| self.hold_until(now).unwrap_or(now))
+    }
+
     /// A flush pass ran from `started` to `ended`.
     pub fn flushed(&mut self, started: Instant, ended: Instant) {
         self.last = Some((ended, ended.saturating_duration_since(started)));
@@ -80,6 +87,19 @@ mod tests {
         linger.flushed(t0, ended);
         assert_eq!(linger.hold_until(ended), Some(ended + MAX));
         assert_eq!(linger.hold_until(ended + MAX), None);
+    }
+
+    #[test]
+    fn held_bytes_are_due_when_the_hold_ends_or_at_once_if_it_already_has() {
+        let t0 = Instant::now();
+        let mut linger = Linger::new(MAX);
+        let ended = t0 + Duration::from_micros(400);
+        linger.flushed(t0, ended);
+        let during = ended + Duration::from_micros(100);
+        assert_eq!(linger.due_at(during, true), Some(ended + Duration::from_micros(400)));
+        assert_eq!(linger.due_at(during, false), None, "nothing held, nothing due");
+        let after = ended + Duration::from_micros(500);
+        assert_eq!(linger.due_at(after, true), Some(after), "a hold that ended while the turn ran");
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl Reactor {
         let mut peers = Vec::new();
         loop {
             let now = Instant::now();
-            let flush_at = if self.hub.has_to_flush() { self.linger.hold_until(now) } else { None };
+            let flush_at = self.linger.due_at(now, self.hub.has_to_flush());
             let deadlines = [self.next_dial_at(), self.hub.next_deadline(), self.acceptor.paused_until(), flush_at];
             let wake_at = deadlines.into_iter().flatten().fold(next_tick, Instant::min);
             let timeout =
