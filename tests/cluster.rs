@@ -220,7 +220,9 @@ fn an_incompatible_link_version_is_refused_and_receives_nothing() {
         kinds.push(raw.kind);
     }
     assert_eq!(kinds, vec![peer_type::LINK_HELLO], "only the node's own hello, then the close");
-    a.server.wait_for_log(&format!("speaks link version {}", fanout::codec::peer::LINK_VERSION + 1), IO_TIMEOUT).expect("a clear log line");
+    a.server
+        .wait_for_log(&format!("speaks link version {}", fanout::codec::peer::LINK_VERSION + 1), IO_TIMEOUT)
+        .expect("a clear log line");
 }
 
 #[test]
