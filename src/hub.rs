@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use slab::Slab;
 
 use crate::codec::line::{encode_error_line, encode_message_line, LineSplitter};
 use crate::codec::{
@@ -20,6 +19,7 @@ use crate::codec::{
 };
 use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
+use crate::keyed_slab::KeyedSlab;
 use crate::limits::{
     CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, SHARE_FRAME_BYTES_MIN,
 };
@@ -184,9 +184,9 @@ impl std::fmt::Display for ConnLabel<'_> {
 /// One reactor's connections, rooms and peer links.
 #[derive(Debug)]
 pub struct Hub<T, L = ()> {
-    conns: Slab<Conn<T>>,
+    conns: KeyedSlab<ConnKey, Conn<T>>,
     router: Router,
-    links: Slab<Link<L>>,
+    links: KeyedSlab<PeerId, Link<L>>,
     interest: Interest,
     /// Rooms announced to each class of peer, indexed by [`LinkClass::index`].
     /// Ordered (as `pending`), so that a hub's output never depends on a hash seed: a
@@ -229,9 +229,9 @@ impl<T, L> Hub<T, L> {
         let sessions = IdIssuer::new(id_base, config.id_epoch);
         let presence = Presence::new(Bounds::DEFAULT, config.id_epoch);
         Self {
-            conns: Slab::new(),
+            conns: KeyedSlab::new(),
             router: Router::with_stream_ids(IdIssuer::new(id_base, config.id_epoch), config.rooms_per_connection_max),
-            links: Slab::new(),
+            links: KeyedSlab::new(),
             interest: Interest::new(),
             announced: [BTreeSet::new(), BTreeSet::new()],
             pending: BTreeMap::new(),
@@ -440,7 +440,7 @@ impl<T, L> Hub<T, L> {
         self.clock = Some(now);
         let mut expired = Vec::new();
         let mut pings = Vec::new();
-        for (key, conn) in &mut self.conns {
+        for (key, conn) in self.conns.iter_mut() {
             match conn.state {
                 State::Closing { deadline } if now >= deadline => expired.push(key),
                 State::Closing { .. } => {}
@@ -505,7 +505,7 @@ impl<T, L> Hub<T, L> {
         }
         let local_entries = self.presence.entries().filter(|(_, e)| e.origin == crate::presence::Origin::Local).count();
         assert_eq!(local_entries, router_members, "local presence entries in rooms without members");
-        for (key, conn) in &self.conns {
+        for (key, conn) in self.conns.iter() {
             if conn.is_closing() {
                 assert_eq!(self.router.rooms_of(key), 0, "closing connection {key} is in a room");
             }
@@ -820,7 +820,7 @@ fn encode_frame(encode: &mut BytesMut, len: usize, write: impl FnOnce(&mut Bytes
 /// The parts of a hub the fan-out loop writes to, borrowed apart from the router so one
 /// room's member list can be read while recipients' outboxes are written.
 struct Fanout<'a, T> {
-    conns: &'a mut Slab<Conn<T>>,
+    conns: &'a mut KeyedSlab<ConnKey, Conn<T>>,
     to_flush: &'a mut Vec<ConnKey>,
     slow: &'a mut Vec<ConnKey>,
     stats: &'a mut Stats,

@@ -34,6 +34,7 @@ core_modules!(cluster, hub, interest, link, outbox, router, session);
 pub mod auth;
 pub mod config;
 pub mod error;
+pub(crate) mod keyed_slab;
 pub mod limits;
 pub(crate) mod linger;
 pub mod logging;

@@ -565,7 +565,7 @@ impl Reactor {
             .into_iter()
             .map(|view| ConnRow {
                 core,
-                id: view.key,
+                id: view.key.index(),
                 session_id: view.session_id,
                 remote: view.io.transport.stream().peer_addr().ok(),
                 name: view.name.clone(),

@@ -16,6 +16,7 @@ use crate::codec::peer::is_valid_cluster_addr;
 use crate::config::{ClusterConfig, ServerConfig};
 use crate::error::bind_error;
 use crate::hub::{Gateway, MAX_CORE_ID};
+use crate::interest::PeerId;
 use crate::mailbox::MailLink;
 pub use crate::metrics::{Health, HealthState};
 use crate::reactor::{refuse_taken_address, Reactor, StopHandle};
@@ -92,7 +93,8 @@ impl Server {
         }
         for a in 0..threads {
             for b in a + 1..threads {
-                let (a_at_b, b_at_a) = (reactors[b].link_count(), reactors[a].link_count());
+                // Each reactor's next link id is the next slot of its link slab.
+                let (a_at_b, b_at_a) = (PeerId::new(reactors[b].link_count()), PeerId::new(reactors[a].link_count()));
                 let (at_a, at_b) = MailLink::pair(reactors[a].mailbox(), a_at_b, reactors[b].mailbox(), b_at_a);
                 let added_a = reactors[a].add_link(at_a);
                 let added_b = reactors[b].add_link(at_b);

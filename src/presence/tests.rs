@@ -17,6 +17,11 @@ fn left(session_id: u64, version: u64) -> Update {
 
 /// A table with room for `entries` entries and `tombstones` tombstones, and no other bound
 /// that matters here.
+/// Where an update from the link with index `index` comes from.
+fn from_link(index: usize) -> Origin {
+    Origin::Peer(PeerId::new(index))
+}
+
 fn table(entries: usize, tombstones: usize, version_epoch: u64) -> Presence {
     let bounds =
         Bounds { entries_max: entries, room_entries_max: entries, bytes_max: usize::MAX, tombstones_max: tombstones };
@@ -31,8 +36,8 @@ fn names(p: &Presence, room: &[u8]) -> Vec<String> {
 fn add_rename_remove() {
     let mut p = table(10, 10, 0);
     assert_eq!(p.merge(b"lobby", joined(1, 1, "alice"), Origin::Local), Applied::Joined);
-    assert_eq!(p.merge(b"lobby", joined(2, 5, "bob"), Origin::Peer(0)), Applied::Joined);
-    assert_eq!(p.merge(b"lobby", joined(2, 5, "bob"), Origin::Peer(0)), Applied::Unchanged);
+    assert_eq!(p.merge(b"lobby", joined(2, 5, "bob"), from_link(0)), Applied::Joined);
+    assert_eq!(p.merge(b"lobby", joined(2, 5, "bob"), from_link(0)), Applied::Unchanged);
     let rename = update(PresenceKind::Renamed, 1, 2, "alicia");
     assert_eq!(p.merge(b"lobby", rename, Origin::Local), Applied::Renamed(Bytes::from_static(b"alice")));
     assert_eq!(names(&p, b"lobby"), ["alicia", "bob"], "join order is kept through a rename");
@@ -45,7 +50,7 @@ fn add_rename_remove() {
     }
     assert_eq!(p.merge(b"lobby", left(1, 4), Origin::Local), Applied::Stale, "our own leaves leave no tombstone");
     assert_eq!(p.len(), 1);
-    assert!(matches!(p.merge(b"lobby", left(2, 6), Origin::Peer(0)), Applied::Removed(e) if e.session_id == 2));
+    assert!(matches!(p.merge(b"lobby", left(2, 6), from_link(0)), Applied::Removed(e) if e.session_id == 2));
     assert!(p.is_empty() && p.rooms().is_empty());
     assert_eq!(p.tombstones(), 1, "bob's leave is remembered");
 }
@@ -59,48 +64,48 @@ fn our_versions_increase_from_the_epoch() {
 #[test]
 fn a_late_join_after_a_leave_does_not_bring_the_member_back() {
     let mut p = table(10, 10, 0);
-    p.merge(b"r", joined(7, 10, "bob"), Origin::Peer(1));
-    assert!(matches!(p.merge(b"r", left(7, 11), Origin::Peer(1)), Applied::Removed(_)));
-    assert_eq!(p.merge(b"r", joined(7, 10, "bob"), Origin::Peer(2)), Applied::Stale, "a digest that was on its way");
-    assert_eq!(p.merge(b"r", joined(7, 11, "bob"), Origin::Peer(2)), Applied::Stale, "equal to the tombstone");
+    p.merge(b"r", joined(7, 10, "bob"), from_link(1));
+    assert!(matches!(p.merge(b"r", left(7, 11), from_link(1)), Applied::Removed(_)));
+    assert_eq!(p.merge(b"r", joined(7, 10, "bob"), from_link(2)), Applied::Stale, "a digest that was on its way");
+    assert_eq!(p.merge(b"r", joined(7, 11, "bob"), from_link(2)), Applied::Stale, "equal to the tombstone");
     assert_eq!(p.count(b"r"), 0);
-    assert_eq!(p.merge(b"r", left(7, 12), Origin::Peer(1)), Applied::Buried, "a newer removal moves the tombstone");
-    assert_eq!(p.merge(b"r", left(7, 12), Origin::Peer(1)), Applied::Stale);
-    assert_eq!(p.merge(b"r", joined(7, 13, "bob"), Origin::Peer(1)), Applied::Joined, "a newer join wins");
+    assert_eq!(p.merge(b"r", left(7, 12), from_link(1)), Applied::Buried, "a newer removal moves the tombstone");
+    assert_eq!(p.merge(b"r", left(7, 12), from_link(1)), Applied::Stale);
+    assert_eq!(p.merge(b"r", joined(7, 13, "bob"), from_link(1)), Applied::Joined, "a newer join wins");
     assert_eq!(p.tombstones(), 0, "the tombstone goes with the member's return");
 }
 
 #[test]
 fn a_stale_rename_never_reverts_a_name() {
     let mut p = table(10, 10, 0);
-    p.merge(b"r", joined(3, 1, "ann"), Origin::Peer(0));
+    p.merge(b"r", joined(3, 1, "ann"), from_link(0));
     let newer = update(PresenceKind::Renamed, 3, 3, "anna");
-    assert_eq!(p.merge(b"r", newer, Origin::Peer(0)), Applied::Renamed(Bytes::from_static(b"ann")));
-    assert_eq!(p.merge(b"r", update(PresenceKind::Renamed, 3, 2, "annie"), Origin::Peer(0)), Applied::Stale);
-    assert_eq!(p.merge(b"r", joined(3, 1, "ann"), Origin::Peer(0)), Applied::Stale);
+    assert_eq!(p.merge(b"r", newer, from_link(0)), Applied::Renamed(Bytes::from_static(b"ann")));
+    assert_eq!(p.merge(b"r", update(PresenceKind::Renamed, 3, 2, "annie"), from_link(0)), Applied::Stale);
+    assert_eq!(p.merge(b"r", joined(3, 1, "ann"), from_link(0)), Applied::Stale);
     assert_eq!(names(&p, b"r"), ["anna"]);
     let same_name = update(PresenceKind::Renamed, 3, 4, "anna");
-    assert_eq!(p.merge(b"r", same_name, Origin::Peer(0)), Applied::Restamped, "news to relay, nothing to show");
-    assert_eq!(p.merge(b"r", update(PresenceKind::Renamed, 3, 4, "anna"), Origin::Peer(0)), Applied::Unchanged);
+    assert_eq!(p.merge(b"r", same_name, from_link(0)), Applied::Restamped, "news to relay, nothing to show");
+    assert_eq!(p.merge(b"r", update(PresenceKind::Renamed, 3, 4, "anna"), from_link(0)), Applied::Unchanged);
     assert_eq!(p.members(b"r").map(|e| e.version).collect::<Vec<_>>(), [4]);
 }
 
 #[test]
 fn a_withdrawal_at_the_entrys_own_version_leaves_no_tombstone() {
     let mut p = table(10, 10, 0);
-    p.merge(b"r", joined(4, 9, "far"), Origin::Peer(0));
+    p.merge(b"r", joined(4, 9, "far"), from_link(0));
     let lost = update(PresenceKind::Lost, 4, 9, "far");
-    assert!(matches!(p.merge(b"r", lost, Origin::Peer(0)), Applied::Removed(e) if e.version == 9));
+    assert!(matches!(p.merge(b"r", lost, from_link(0)), Applied::Removed(e) if e.version == 9));
     assert_eq!(p.tombstones(), 0);
-    assert_eq!(p.merge(b"r", joined(4, 9, "far"), Origin::Peer(0)), Applied::Joined, "the relink's digest");
+    assert_eq!(p.merge(b"r", joined(4, 9, "far"), from_link(0)), Applied::Joined, "the relink's digest");
 }
 
 #[test]
 fn a_peer_cannot_change_our_own_members() {
     let mut p = table(10, 10, 0);
     p.merge(b"r", joined(1, 1, "me"), Origin::Local);
-    assert_eq!(p.merge(b"r", left(1, 99), Origin::Peer(0)), Applied::Stale);
-    assert_eq!(p.merge(b"r", update(PresenceKind::Renamed, 1, 99, "you"), Origin::Peer(0)), Applied::Stale);
+    assert_eq!(p.merge(b"r", left(1, 99), from_link(0)), Applied::Stale);
+    assert_eq!(p.merge(b"r", update(PresenceKind::Renamed, 1, 99, "you"), from_link(0)), Applied::Stale);
     assert_eq!(names(&p, b"r"), ["me"]);
 }
 
@@ -108,45 +113,46 @@ fn a_peer_cannot_change_our_own_members() {
 fn a_link_going_down_takes_its_entries_and_tombstones_with_it() {
     let mut p = table(10, 10, 0);
     p.merge(b"a", joined(1, 1, "local"), Origin::Local);
-    p.merge(b"a", joined(2, 1, "far"), Origin::Peer(3));
-    p.merge(b"b", joined(2, 1, "far"), Origin::Peer(3));
-    p.merge(b"b", joined(4, 1, "near"), Origin::Peer(1));
-    p.merge(b"b", joined(5, 1, "gone"), Origin::Peer(3));
-    p.merge(b"b", left(5, 2), Origin::Peer(3));
-    p.merge(b"c", joined(6, 1, "gone too"), Origin::Peer(1));
-    p.merge(b"c", left(6, 2), Origin::Peer(1));
+    p.merge(b"a", joined(2, 1, "far"), from_link(3));
+    p.merge(b"b", joined(2, 1, "far"), from_link(3));
+    p.merge(b"b", joined(4, 1, "near"), from_link(1));
+    p.merge(b"b", joined(5, 1, "gone"), from_link(3));
+    p.merge(b"b", left(5, 2), from_link(3));
+    p.merge(b"c", joined(6, 1, "gone too"), from_link(1));
+    p.merge(b"c", left(6, 2), from_link(1));
     assert_eq!(p.tombstones(), 2);
-    let mut gone: Vec<(Bytes, u64)> = p.remove_origin(3).into_iter().map(|(r, e)| (r, e.session_id)).collect();
+    let mut gone: Vec<(Bytes, u64)> =
+        p.remove_origin(PeerId::new(3)).into_iter().map(|(r, e)| (r, e.session_id)).collect();
     gone.sort();
     assert_eq!(gone, [(Bytes::from_static(b"a"), 2), (Bytes::from_static(b"b"), 2)]);
     assert_eq!(p.rooms(), [(&Bytes::from_static(b"a"), 1), (&Bytes::from_static(b"b"), 1)]);
     assert_eq!((p.len(), p.tombstones()), (2, 1), "link 1's tombstone stays");
-    assert_eq!(p.merge(b"b", joined(5, 1, "gone"), Origin::Peer(0)), Applied::Joined, "link 3 forgot its tombstone");
-    assert_eq!(p.merge(b"c", joined(6, 1, "gone too"), Origin::Peer(0)), Applied::Stale);
+    assert_eq!(p.merge(b"b", joined(5, 1, "gone"), from_link(0)), Applied::Joined, "link 3 forgot its tombstone");
+    assert_eq!(p.merge(b"c", joined(6, 1, "gone too"), from_link(0)), Applied::Stale);
 }
 
 #[test]
 fn tombstones_beyond_their_limit_forget_the_oldest() {
     let mut p = table(10, 2, 0);
     for id in 1..=3 {
-        p.merge(b"r", joined(id, 1, "x"), Origin::Peer(0));
-        p.merge(b"r", left(id, 2), Origin::Peer(0));
+        p.merge(b"r", joined(id, 1, "x"), from_link(0));
+        p.merge(b"r", left(id, 2), from_link(0));
     }
     assert_eq!(p.tombstones(), 2);
-    assert_eq!(p.merge(b"r", joined(1, 1, "x"), Origin::Peer(0)), Applied::Joined, "the oldest was forgotten");
-    assert_eq!(p.merge(b"r", joined(2, 1, "x"), Origin::Peer(0)), Applied::Stale);
-    assert_eq!(p.merge(b"r", joined(3, 1, "x"), Origin::Peer(0)), Applied::Stale);
+    assert_eq!(p.merge(b"r", joined(1, 1, "x"), from_link(0)), Applied::Joined, "the oldest was forgotten");
+    assert_eq!(p.merge(b"r", joined(2, 1, "x"), from_link(0)), Applied::Stale);
+    assert_eq!(p.merge(b"r", joined(3, 1, "x"), from_link(0)), Applied::Stale);
 }
 
 #[test]
 fn peer_entries_stop_at_the_limit_but_local_ones_do_not() {
     let mut p = table(2, 2, 0);
-    assert_eq!(p.merge(b"r", joined(1, 1, "a"), Origin::Peer(0)), Applied::Joined);
-    assert_eq!(p.merge(b"r", joined(2, 1, "b"), Origin::Peer(0)), Applied::Joined);
-    assert_eq!(p.merge(b"r", joined(3, 1, "c"), Origin::Peer(0)), Applied::Full);
+    assert_eq!(p.merge(b"r", joined(1, 1, "a"), from_link(0)), Applied::Joined);
+    assert_eq!(p.merge(b"r", joined(2, 1, "b"), from_link(0)), Applied::Joined);
+    assert_eq!(p.merge(b"r", joined(3, 1, "c"), from_link(0)), Applied::Full);
     assert_eq!(p.merge(b"r", joined(4, 1, "d"), Origin::Local), Applied::Joined);
     let rename = update(PresenceKind::Renamed, 1, 2, "a2");
-    assert_eq!(p.merge(b"r", rename, Origin::Peer(0)), Applied::Renamed(Bytes::from_static(b"a")));
+    assert_eq!(p.merge(b"r", rename, from_link(0)), Applied::Renamed(Bytes::from_static(b"a")));
     assert_eq!(p.len(), 3);
 }
 
@@ -157,29 +163,29 @@ fn peer_entries_stop_at_the_byte_bound_tombstones_included_until_their_link_goes
     let two = PRESENCE_ROOM_BYTES + 1 + 2 * (PRESENCE_ENTRY_BYTES + 2);
     let bounds = Bounds { bytes_max: two, ..Bounds::DEFAULT };
     let mut p = Presence::new(bounds, 0);
-    assert_eq!(p.merge(b"r", joined(1, 1, "ab"), Origin::Peer(0)), Applied::Joined);
-    assert_eq!(p.merge(b"r", joined(2, 1, "cd"), Origin::Peer(0)), Applied::Joined);
+    assert_eq!(p.merge(b"r", joined(1, 1, "ab"), from_link(0)), Applied::Joined);
+    assert_eq!(p.merge(b"r", joined(2, 1, "cd"), from_link(0)), Applied::Joined);
     assert_eq!(p.bytes(), two, "at the bound exactly");
-    assert_eq!(p.merge(b"r", joined(3, 1, "e"), Origin::Peer(0)), Applied::Full, "one byte of name too many");
-    assert_eq!(p.merge(b"s", joined(3, 1, "e"), Origin::Peer(0)), Applied::Full, "another room too");
+    assert_eq!(p.merge(b"r", joined(3, 1, "e"), from_link(0)), Applied::Full, "one byte of name too many");
+    assert_eq!(p.merge(b"s", joined(3, 1, "e"), from_link(0)), Applied::Full, "another room too");
     assert_eq!(p.merge(b"r", joined(4, 1, "mine"), Origin::Local), Applied::Joined, "our own members are kept");
     assert_eq!(names(&p, b"r"), ["ab", "cd", "mine"], "who lists what is kept");
     p.merge(b"r", left(4, 2), Origin::Local);
-    assert!(matches!(p.merge(b"r", left(2, 2), Origin::Peer(0)), Applied::Removed(_)));
+    assert!(matches!(p.merge(b"r", left(2, 2), from_link(0)), Applied::Removed(_)));
     assert_eq!(p.bytes(), two - (PRESENCE_ENTRY_BYTES + 2) + PRESENCE_TOMBSTONE_BYTES, "a tombstone costs too");
-    assert_eq!(p.merge(b"r", joined(3, 1, "e"), Origin::Peer(0)), Applied::Full, "the tombstone holds the bytes");
-    p.remove_origin(0);
+    assert_eq!(p.merge(b"r", joined(3, 1, "e"), from_link(0)), Applied::Full, "the tombstone holds the bytes");
+    p.remove_origin(PeerId::new(0));
     assert_eq!(p.bytes(), 0, "a lost link frees everything it brought");
-    assert_eq!(p.merge(b"r", joined(3, 1, "e"), Origin::Peer(1)), Applied::Joined);
+    assert_eq!(p.merge(b"r", joined(3, 1, "e"), from_link(1)), Applied::Joined);
 }
 
 #[test]
 fn peer_entries_stop_at_the_room_bound_but_other_rooms_fill_on() {
     let mut p = Presence::new(Bounds { room_entries_max: 2, ..Bounds::DEFAULT }, 0);
-    assert_eq!(p.merge(b"big", joined(1, 1, "a"), Origin::Peer(0)), Applied::Joined);
-    assert_eq!(p.merge(b"big", joined(2, 1, "b"), Origin::Peer(0)), Applied::Joined);
-    assert_eq!(p.merge(b"big", joined(3, 1, "c"), Origin::Peer(0)), Applied::Full);
-    assert_eq!(p.merge(b"small", joined(3, 1, "c"), Origin::Peer(0)), Applied::Joined);
+    assert_eq!(p.merge(b"big", joined(1, 1, "a"), from_link(0)), Applied::Joined);
+    assert_eq!(p.merge(b"big", joined(2, 1, "b"), from_link(0)), Applied::Joined);
+    assert_eq!(p.merge(b"big", joined(3, 1, "c"), from_link(0)), Applied::Full);
+    assert_eq!(p.merge(b"small", joined(3, 1, "c"), from_link(0)), Applied::Joined);
     assert_eq!(p.merge(b"big", joined(4, 1, "d"), Origin::Local), Applied::Joined);
     assert_eq!((p.count(b"big"), p.count(b"small")), (3, 1));
 }
@@ -299,7 +305,7 @@ mod merge_property {
                     // What was in flight on the old link is lost; the new digest covers it.
                     s.next += pick % (s.updates.len() - s.next + 1);
                     s.floor = s.next;
-                    s.link = links_opened;
+                    s.link = PeerId::new(links_opened);
                     links_opened += 1;
                     for (room, update) in digest(&s.updates, s.next) {
                         p.merge(&room, update, Origin::Peer(s.link));
@@ -320,7 +326,9 @@ mod merge_property {
 
     fn streams_of(scripts: &[Vec<(u8, u8, u8, bool)>]) -> Vec<Stream> {
         let streams = scripts.iter().enumerate();
-        streams.map(|(o, script)| Stream { updates: owner_updates(o, script), next: 0, floor: 0, link: o }).collect()
+        streams
+            .map(|(o, script)| Stream { updates: owner_updates(o, script), next: 0, floor: 0, link: PeerId::new(o) })
+            .collect()
     }
 
     fn scripts() -> impl Strategy<Value = Vec<Vec<(u8, u8, u8, bool)>>> {
