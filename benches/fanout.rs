@@ -21,6 +21,11 @@
 //!   timing because sharing pays partly at write time: one iovec per frame instead of one
 //!   contiguous buffer. A burst of 16 models a busy room, where several publishes land in an
 //!   outbox between two flushes and copying coalesces them.
+//! - `deliver/{push,push_flush}/{100,1000}`: the per-delivery cost alone. The ~100-byte
+//!   `MESSAGE` of a 64-byte payload is pushed [`DELIVER_BURST`] times into each of 100 or 1,000
+//!   default outboxes (copied, as the hub does at that size), as one busy turn queues it; `push`
+//!   times only the pushes (the outboxes are drained untimed), `push_flush` adds one write per
+//!   outbox into a socket that takes everything without copying ([`CountingSink`]).
 //!
 //! The crossover between the `copy` and `share` rows is the threshold the numbers support.
 //!
@@ -28,6 +33,19 @@
 //! noisy. `FANOUT_BENCH_TABLE=1 cargo bench --bench fanout` skips criterion and prints one table
 //! of the copy/share comparison (more frame sizes, ns per delivered message) from interleaved
 //! rounds, so that both modes see the same load; see [`copy_share_table`].
+//!
+//! Wall-clock time on a shared machine is noisy; instruction counts are not.
+//! `FANOUT_BENCH_COUNT=WORKLOAD:MEMBERS:BURST:ROUNDS` skips criterion and runs one fixed
+//! workload once, for `valgrind --tool=callgrind` (see [`count_harness`]); run it at two round
+//! counts and divide the difference in instructions by the difference in deliveries, so the
+//! set-up cancels out. With `BIN` the path `cargo bench --bench fanout --no-run` prints:
+//!
+//! ```text
+//! FANOUT_BENCH_COUNT=hub:100:16:20 valgrind --tool=callgrind --callgrind-out-file=/dev/null BIN
+//! FANOUT_BENCH_COUNT=hub:100:16:40 valgrind --tool=callgrind --callgrind-out-file=/dev/null BIN
+//! ```
+//!
+//! (the second run's `I refs` minus the first's, over 32,000 more deliveries).
 
 use std::hint::black_box;
 use std::io::{self, IoSlice, Write};
@@ -244,6 +262,49 @@ fn outbox(c: &mut Criterion) {
     group.finish();
 }
 
+/// Messages queued per recipient between two flushes in the `deliver` benches.
+const DELIVER_BURST: usize = 16;
+
+fn deliver(c: &mut Criterion) {
+    let mut group = c.benchmark_group("deliver");
+    let frame = message_frames(100, 1).remove(0);
+    let mut sink = CountingSink { taken: 0, budget: None };
+    for recipients in [100, 1000] {
+        group.throughput(Throughput::Elements((recipients * DELIVER_BURST) as u64));
+        let mut outboxes: Vec<Outbox> = (0..recipients).map(|_| Outbox::new()).collect();
+        let push_all = |outboxes: &mut [Outbox]| {
+            for outbox in outboxes.iter_mut() {
+                for _ in 0..DELIVER_BURST {
+                    outbox.push(&frame);
+                }
+            }
+        };
+        group.bench_function(BenchmarkId::new("push", recipients), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    push_all(&mut outboxes);
+                    timed += start.elapsed();
+                    for outbox in outboxes.iter_mut() {
+                        outbox.flush_to(&mut sink).expect("the sink never fails");
+                    }
+                }
+                timed
+            })
+        });
+        group.bench_function(BenchmarkId::new("push_flush", recipients), |b| {
+            b.iter(|| {
+                push_all(&mut outboxes);
+                for outbox in outboxes.iter_mut() {
+                    outbox.flush_to(&mut sink).expect("the sink never fails");
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Frame sizes of the interleaved table: finer around the crossover.
 const TABLE_FRAME_SIZES: [usize; 10] = [64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 4096];
 
@@ -299,12 +360,141 @@ fn copy_share_table() {
     }
 }
 
-criterion_group!(benches, hub, outbox);
+/// A socket that takes every byte offered without copying it: what is left to count is the
+/// outbox's own work. With a `budget`, a write takes at most that many bytes and the next one
+/// blocks, as a full send buffer does.
+struct CountingSink {
+    taken: u64,
+    budget: Option<usize>,
+}
 
-/// Criterion's benches, or with `FANOUT_BENCH_TABLE` set, only the interleaved copy/share table.
+impl Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let offered: usize = bufs.iter().map(|b| b.len()).sum();
+        let n = match self.budget.take() {
+            Some(0) => {
+                self.budget = Some(0);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Some(budget) => {
+                self.budget = Some(0);
+                offered.min(budget)
+            }
+            None => offered,
+        };
+        self.taken += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs one fixed workload once, for counting instructions under callgrind. `spec` is
+/// `WORKLOAD:MEMBERS:BURST:ROUNDS`; every round queues `BURST` messages for each of `MEMBERS`
+/// recipients and then flushes each recipient once.
+///
+/// - `hub`: `BURST` `PUBLISH` frames (64-byte payloads) in one read, through
+///   [`Hub::handle_input`], then every connection [`Hub::take_to_flush`] lists is flushed into
+///   a [`CountingSink`]: the whole in-process path of a delivery.
+/// - `outbox`: the same ~100-byte `MESSAGE` frame pushed `BURST` times into each of `MEMBERS`
+///   outboxes, each drained by one write.
+/// - `partial`: as `outbox`, but each write takes 37 bytes fewer than were queued that round,
+///   so every write ends inside a frame (a full send buffer) and the queue stays the same length.
+fn count_harness(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [workload, members, burst, rounds] = parts[..] else {
+        panic!("FANOUT_BENCH_COUNT is WORKLOAD:MEMBERS:BURST:ROUNDS, not {spec}");
+    };
+    let number = |s: &str| s.parse::<usize>().expect("a number");
+    let (members, burst, rounds) = (number(members), number(burst), number(rounds));
+    let mut sink = CountingSink { taken: 0, budget: None };
+    let deliveries = match workload {
+        "hub" => count_hub(members, burst, rounds, &mut sink),
+        "outbox" | "partial" => count_outbox(workload == "partial", members, burst, rounds, &mut sink),
+        other => panic!("unknown workload {other}: hub, outbox or partial"),
+    };
+    println!("{spec}: {deliveries} deliveries, {} bytes written", sink.taken);
+}
+
+fn count_hub(members: usize, burst: usize, rounds: usize, sink: &mut CountingSink) -> u64 {
+    let now = Instant::now();
+    let mut hub = Hub::new(HubConfig::default());
+    let mut keys = Vec::with_capacity(members + 1);
+    for i in 0..=members {
+        let key = hub.open((), now).expect("the hub has room");
+        let input = &mut hub.conn_mut(key).expect("just opened").input;
+        let hello = Hello { version: PROTOCOL_VERSION, flags: 0, name: format!("user{i}").into(), token: Bytes::new() };
+        ClientFrame::Hello(hello).encode(input);
+        ClientFrame::Join { flags: 0, room: Bytes::from_static(ROOM) }.encode(input);
+        hub.handle_input(key, now);
+        keys.push(key);
+    }
+    let publisher = keys[members];
+    let mut to_flush = Vec::new();
+    let mut flush_all = |hub: &mut Hub<()>, sink: &mut CountingSink| {
+        hub.take_to_flush(&mut to_flush);
+        for &key in &to_flush {
+            let outbox = hub.conn_mut(key).expect("live connection").outbox_mut();
+            assert_eq!(outbox.flush_to(sink).expect("the sink never fails"), Flush::Drained);
+        }
+    };
+    flush_all(&mut hub, sink);
+    let publish = publish_frame(64);
+    let start = hub.stats().deliveries;
+    for _ in 0..rounds {
+        let input = &mut hub.conn_mut(publisher).expect("publisher").input;
+        for _ in 0..burst {
+            input.extend_from_slice(&publish);
+        }
+        hub.handle_input(publisher, now);
+        flush_all(&mut hub, sink);
+    }
+    let stats = hub.stats();
+    assert_eq!((stats.slow_consumers, stats.fatal_errors), (0, 0));
+    stats.deliveries - start
+}
+
+fn count_outbox(partial: bool, members: usize, burst: usize, rounds: usize, sink: &mut CountingSink) -> u64 {
+    let frame = message_frames(100, 1).remove(0);
+    let mut outboxes: Vec<Outbox> = (0..members).map(|_| Outbox::new()).collect();
+    let round_bytes = frame.len() * burst;
+    for round in 0..rounds {
+        for outbox in outboxes.iter_mut() {
+            for _ in 0..burst {
+                outbox.push(&frame);
+            }
+        }
+        for outbox in outboxes.iter_mut() {
+            if partial {
+                // The first round leaves 37 bytes queued; later rounds take one round's worth.
+                sink.budget = Some(if round == 0 { round_bytes - 37 } else { round_bytes });
+                assert_eq!(outbox.flush_to(sink).expect("the sink never fails"), Flush::Blocked);
+            } else {
+                sink.budget = None;
+                assert_eq!(outbox.flush_to(sink).expect("the sink never fails"), Flush::Drained);
+            }
+        }
+    }
+    (members * burst * rounds) as u64
+}
+
+criterion_group!(benches, hub, outbox, deliver);
+
+/// Criterion's benches; with `FANOUT_BENCH_TABLE` set, only the interleaved copy/share table;
+/// with `FANOUT_BENCH_COUNT` set, one fixed workload for callgrind.
 fn main() {
     if std::env::var_os("FANOUT_BENCH_TABLE").is_some() {
         copy_share_table();
+        return;
+    }
+    if let Ok(spec) = std::env::var("FANOUT_BENCH_COUNT") {
+        count_harness(&spec);
         return;
     }
     benches();

@@ -52,7 +52,7 @@ use fanout::config::DEFAULT_LISTEN;
 use fanout::error::ErrorCode;
 use fanout::failover::{FailoverClient, FailoverError, FailoverEvent, ReconnectPolicy, Reconnected};
 use fanout::limits::{self, PAYLOAD_BYTES_MAX, TOKEN_BYTES_MAX};
-use fanout::session::{valid_room_name, valid_user_name};
+use fanout::names::{valid_room_name, valid_user_name};
 use fanout::tls::ClientTls;
 
 /// How long the network thread blocks reading before it looks at the typed lines again.

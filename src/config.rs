@@ -81,6 +81,9 @@ pub struct ServerConfig {
     pub reload: Option<ReloadHook>,
     /// Over how long a draining server (SIGUSR2) closes its clients, spread evenly.
     pub drain_period: Duration,
+    /// How long a busy reactor may hold its clients' bytes after a flush pass (`linger.rs`);
+    /// zero flushes every turn.
+    pub flush_linger_max: Duration,
     /// Where clients connect over TLS, and with which certificate, if anywhere.
     pub tls: Option<TlsListenerConfig>,
 }
@@ -230,6 +233,7 @@ impl ServerConfig {
             reload: None,
             drain_period: crate::limits::DRAIN_PERIOD,
             tls: None,
+            flush_linger_max: crate::limits::FLUSH_LINGER_MAX,
         }
     }
 
@@ -240,6 +244,12 @@ impl ServerConfig {
             return Err(ConfigError(format!(
                 "--max-output-bytes must hold at least one full frame ({} bytes)",
                 HEADER_BYTES + FRAME_BODY_BYTES_MAX
+            )));
+        }
+        if self.flush_linger_max > crate::limits::FLUSH_LINGER_CONFIG_MAX {
+            return Err(ConfigError(format!(
+                "--flush-linger-us must be at most {} µs",
+                crate::limits::FLUSH_LINGER_CONFIG_MAX.as_micros()
             )));
         }
         if hub.rooms_per_connection_max == 0 {

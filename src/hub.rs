@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use slab::Slab;
 
 use crate::codec::line::{encode_error_line, encode_message_line, LineSplitter};
 use crate::codec::{
@@ -20,13 +19,13 @@ use crate::codec::{
 };
 use crate::error::ErrorCode;
 use crate::interest::{Interest, PeerId};
+use crate::keyed_slab::KeyedSlab;
 use crate::limits::{
-    CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, PRESENCE_ENTRIES_MAX,
-    SHARE_FRAME_BYTES_MIN,
+    CLOSE_LINGER, FRAME_BODY_BYTES_MAX, HEADER_BYTES, LINE_BYTES_MAX, LINE_MODE_SILENCE, SHARE_FRAME_BYTES_MIN,
 };
 use crate::link::Link;
-use crate::outbox::Outbox;
-use crate::presence::Presence;
+use crate::outbox::{Framing, Outbox};
+use crate::presence::{Bounds, Presence};
 use crate::rng::{OsRandom, RandomSource};
 use crate::router::{ConnKey, IdIssuer, Member, RouteError, Router, ID_COUNTER_BITS};
 use crate::session::{Fault, Mode, Request, Session, TimerEvent};
@@ -129,6 +128,7 @@ impl<T> Conn<T> {
     }
 
     /// The connection's output queue (the reactor flushes it).
+    #[cfg(any(test, feature = "testing"))]
     pub fn outbox_mut(&mut self) -> &mut Outbox {
         &mut self.outbox
     }
@@ -184,9 +184,9 @@ impl std::fmt::Display for ConnLabel<'_> {
 /// One reactor's connections, rooms and peer links.
 #[derive(Debug)]
 pub struct Hub<T, L = ()> {
-    conns: Slab<Conn<T>>,
+    conns: KeyedSlab<ConnKey, Conn<T>>,
     router: Router,
-    links: Slab<Link<L>>,
+    links: KeyedSlab<PeerId, Link<L>>,
     interest: Interest,
     /// Rooms announced to each class of peer, indexed by [`LinkClass::index`].
     /// Ordered (as `pending`), so that a hub's output never depends on a hash seed: a
@@ -227,10 +227,11 @@ impl<T, L> Hub<T, L> {
         debug_assert!(config.core_id <= MAX_CORE_ID, "core ids have 8 bits in session and stream ids");
         let id_base = (u64::from(config.node_id) << 48) | (u64::from(config.core_id) << ID_COUNTER_BITS);
         let sessions = IdIssuer::new(id_base, config.id_epoch);
+        let presence = Presence::new(Bounds::DEFAULT, config.id_epoch);
         Self {
-            conns: Slab::new(),
+            conns: KeyedSlab::new(),
             router: Router::with_stream_ids(IdIssuer::new(id_base, config.id_epoch), config.rooms_per_connection_max),
-            links: Slab::new(),
+            links: KeyedSlab::new(),
             interest: Interest::new(),
             announced: [BTreeSet::new(), BTreeSet::new()],
             pending: BTreeMap::new(),
@@ -247,7 +248,7 @@ impl<T, L> Hub<T, L> {
             slow: Vec::new(),
             undecided: VecDeque::new(),
             drain: VecDeque::new(),
-            presence: Presence::new(PRESENCE_ENTRIES_MAX),
+            presence,
             random: Box::new(OsRandom),
             clock: None,
             encode: BytesMut::with_capacity(ENCODE_BUFFER_BYTES),
@@ -258,6 +259,7 @@ impl<T, L> Hub<T, L> {
 
     /// Replaces the source of link nonces and seeds (the OS by default): a simulation gives a
     /// seeded one so that a run replays exactly.
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_random(&mut self, random: Box<dyn RandomSource>) {
         self.random = random;
     }
@@ -412,6 +414,7 @@ impl<T, L> Hub<T, L> {
     }
 
     /// How many rooms exist.
+    #[cfg(any(test, feature = "testing"))]
     pub fn room_count(&self) -> usize {
         self.router.room_count()
     }
@@ -467,7 +470,7 @@ impl<T, L> Hub<T, L> {
         self.clock = Some(now);
         let mut expired = Vec::new();
         let mut pings = Vec::new();
-        for (key, conn) in &mut self.conns {
+        for (key, conn) in self.conns.iter_mut() {
             match conn.state {
                 State::Closing { deadline } if now >= deadline => expired.push(key),
                 State::Closing { .. } => {}
@@ -511,6 +514,7 @@ impl<T, L> Hub<T, L> {
     /// members in presence exactly the router's, closing connections in no room, a connection
     /// flagged for flushing listed, one waiting for `JOINED` waited for, every awaited ack on a
     /// live link. O(everything): for simulations and fuzz checks after every step, not servers.
+    #[cfg(any(test, feature = "testing"))]
     pub fn check_invariants(&self) {
         self.router.check_invariants();
         self.presence.check_invariants();
@@ -531,7 +535,7 @@ impl<T, L> Hub<T, L> {
         }
         let local_entries = self.presence.entries().filter(|(_, e)| e.origin == crate::presence::Origin::Local).count();
         assert_eq!(local_entries, router_members, "local presence entries in rooms without members");
-        for (key, conn) in &self.conns {
+        for (key, conn) in self.conns.iter() {
             if conn.is_closing() {
                 assert_eq!(self.router.rooms_of(key), 0, "closing connection {key} is in a room");
             }
@@ -540,6 +544,11 @@ impl<T, L> Hub<T, L> {
             }
         }
         self.check_link_invariants();
+    }
+
+    /// Whether some connection has bytes queued since the last [`Hub::take_to_flush`].
+    pub fn has_to_flush(&self) -> bool {
+        !self.to_flush.is_empty()
     }
 
     /// Connections with bytes queued since the last call: flush each once.
@@ -578,7 +587,11 @@ impl<T, L> Hub<T, L> {
                 };
                 self.reply(key, |dst| encode_welcome(dst, &welcome));
             }
-            Request::LineStart => self.line_start(key),
+            Request::LineStart => {
+                // Nothing was queued for the connection before it chose its dialect.
+                self.conns[key].outbox.set_framing(Framing::Lines);
+                self.line_start(key);
+            }
             Request::Join { room, send_only, presence } => self.join(key, &room, send_only, presence),
             Request::Leave { room } => {
                 if self.leave(key, &room).is_ok() {
@@ -637,6 +650,15 @@ impl<T, L> Hub<T, L> {
     /// Adds `key` to `room` and tells everyone; `JOINED` follows once the room's announcement
     /// is acknowledged (see `peers.rs`).
     fn join(&mut self, key: ConnKey, room: &[u8], send_only: bool, watch: bool) {
+        let name = self.conns[key].session.name().clone();
+        if self.name_free(key, room, &name, "") {
+            self.join_unchecked(key, room, send_only, watch);
+        }
+    }
+
+    /// [`Hub::join`] without the name check: a line-mode guest's own name is unique on its node
+    /// (it carries its core's counter), and it must land in the lobby to be greeted.
+    fn join_unchecked(&mut self, key: ConnKey, room: &[u8], send_only: bool, watch: bool) {
         match self.router.join(key, room, send_only) {
             Ok(change) => {
                 let conn = &mut self.conns[key];
@@ -796,6 +818,7 @@ impl<T, L> Hub<T, L> {
 
 pub mod introspect;
 mod line;
+mod names;
 mod peers;
 mod presence;
 use crate::limits::ENCODE_BUFFER_BYTES;
@@ -827,7 +850,7 @@ fn encode_frame(encode: &mut BytesMut, len: usize, write: impl FnOnce(&mut Bytes
 /// The parts of a hub the fan-out loop writes to, borrowed apart from the router so one
 /// room's member list can be read while recipients' outboxes are written.
 struct Fanout<'a, T> {
-    conns: &'a mut Slab<Conn<T>>,
+    conns: &'a mut KeyedSlab<ConnKey, Conn<T>>,
     to_flush: &'a mut Vec<ConnKey>,
     slow: &'a mut Vec<ConnKey>,
     stats: &'a mut Stats,
@@ -837,8 +860,13 @@ struct Fanout<'a, T> {
 impl<T> Fanout<'_, T> {
     /// Queues `frame` (or its line rendering, built at most once) for every receiving member
     /// but `skip`; notes who needs a flush and who went over the output limit.
+    ///
+    /// Per recipient this is the append, the flush mark and one comparison with the output
+    /// limit (kept per recipient so a queue never passes the limit by more than one frame);
+    /// the outbox records nothing per frame, and the delivery count is added once.
     fn deliver(&mut self, members: &[Member], skip: Option<ConnKey>, frame: &Bytes, name: &[u8], payload: &[u8]) {
         let mut line: Option<Bytes> = None;
+        let mut delivered = 0;
         for member in members {
             if !member.receives || Some(member.conn) == skip {
                 continue;
@@ -856,7 +884,7 @@ impl<T> Fanout<'_, T> {
             } else {
                 conn.outbox.push(frame);
             }
-            self.stats.deliveries += 1;
+            delivered += 1;
             if !conn.flush_queued {
                 conn.flush_queued = true;
                 self.to_flush.push(member.conn);
@@ -865,5 +893,6 @@ impl<T> Fanout<'_, T> {
                 self.slow.push(member.conn);
             }
         }
+        self.stats.deliveries += delivered;
     }
 }

@@ -8,8 +8,44 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
+use crate::keyed_slab::SlabKey;
+
 /// Index of a peer link in its hub.
-pub type PeerId = usize;
+///
+/// A newtype, not a bare `usize`, so a link id is never taken for a connection key
+/// ([`ConnKey`](crate::router::ConnKey)) or a mio token: the reactor maps each to its own token
+/// range in `reactor/token.rs`, which asserts the ranges. It prints as its number, so log lines
+/// say `link 2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(usize);
+
+impl PeerId {
+    /// The id of slot `index` of a link slab (the reactor, reading a token back).
+    pub fn new(index: usize) -> Self {
+        Self(index)
+    }
+
+    /// The slot of the link slab this id names.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl SlabKey for PeerId {
+    fn from_index(index: usize) -> Self {
+        Self(index)
+    }
+
+    fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Room → peers with members in it.
 #[derive(Debug, Default)]
@@ -79,6 +115,7 @@ impl Interest {
     }
 
     /// How many rooms some peer wants.
+    #[cfg(any(test, feature = "testing"))]
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
@@ -90,30 +127,34 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
+    fn link(index: usize) -> PeerId {
+        PeerId::new(index)
+    }
+
     #[test]
     fn add_remove_and_lookup() {
         let mut t = Interest::new();
         assert!(t.peers(b"r").is_empty());
-        assert!(t.add(1, b"r"));
-        assert!(!t.add(1, b"r"), "a second add is a no-op");
-        assert!(t.add(0, b"r"));
-        assert_eq!(t.peers(b"r"), &[1, 0]);
-        assert!(t.remove(1, b"r"));
-        assert!(!t.remove(1, b"r"));
-        assert_eq!(t.peers(b"r"), &[0]);
-        assert!(t.remove(0, b"r"));
+        assert!(t.add(link(1), b"r"));
+        assert!(!t.add(link(1), b"r"), "a second add is a no-op");
+        assert!(t.add(link(0), b"r"));
+        assert_eq!(t.peers(b"r"), &[link(1), link(0)]);
+        assert!(t.remove(link(1), b"r"));
+        assert!(!t.remove(link(1), b"r"));
+        assert_eq!(t.peers(b"r"), &[link(0)]);
+        assert!(t.remove(link(0), b"r"));
         assert_eq!(t.room_count(), 0, "a room nobody wants is forgotten");
     }
 
     #[test]
     fn a_peer_going_down_withdraws_all_its_rooms() {
         let mut t = Interest::new();
-        t.add(2, b"a");
-        t.add(2, b"b");
-        t.add(3, b"b");
-        assert_eq!(t.remove_peer(2), 2);
+        t.add(link(2), b"a");
+        t.add(link(2), b"b");
+        t.add(link(3), b"b");
+        assert_eq!(t.remove_peer(link(2)), 2);
         assert!(t.peers(b"a").is_empty());
-        assert_eq!(t.peers(b"b"), &[3]);
+        assert_eq!(t.peers(b"b"), &[link(3)]);
         assert_eq!(t.room_count(), 1);
     }
 
@@ -123,6 +164,7 @@ mod tests {
             let mut t = Interest::new();
             let mut oracle = BTreeSet::new();
             for (op, peer, room) in ops {
+                let peer = link(peer);
                 let name = [b'a' + room];
                 match op {
                     0 => prop_assert_eq!(t.add(peer, &name), oracle.insert((room, peer))),

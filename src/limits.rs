@@ -33,6 +33,22 @@ pub const TICK_MAX: Duration = Duration::from_secs(1);
 /// evenly, so that they reconnect elsewhere a few at a time rather than all at once.
 pub const DRAIN_PERIOD: Duration = Duration::from_secs(5);
 
+/// Default bound on how long a busy reactor holds its clients' bytes after a flush pass so that
+/// the next messages leave in the same `write` (see `linger.rs`); an idle reactor never holds.
+/// Also about the granularity of the loop's timer (epoll waits whole milliseconds).
+pub const FLUSH_LINGER_MAX: Duration = Duration::from_millis(1);
+
+/// The largest `--flush-linger-us` accepted: beyond it the hold is no longer small against a
+/// person's sense of "instant", whatever it saves.
+pub const FLUSH_LINGER_CONFIG_MAX: Duration = Duration::from_millis(20);
+
+const _: () = assert!(FLUSH_LINGER_MAX.as_micros() <= FLUSH_LINGER_CONFIG_MAX.as_micros());
+
+/// File descriptors a server needs besides one per client: listeners, pollers and wakers,
+/// node links and their handshakes, metrics scrapes, stdio (the descriptor limit is raised to
+/// `--max-connections` plus this).
+pub const DESCRIPTORS_RESERVED: u64 = 256;
+
 /// Default limit on concurrent client connections per server.
 pub const CONNECTIONS_MAX: usize = 100_000;
 
@@ -83,6 +99,51 @@ pub const TCP_KEEPALIVE_PROBES: u32 = 3;
 /// Most presence entries (one per member of a room, cluster-wide) one core keeps; entries
 /// from peers beyond it are not stored, so `/who` shows fewer members than there are.
 pub const PRESENCE_ENTRIES_MAX: usize = 1_000_000;
+
+/// How long a member holding a name someone else asks for (a `JOIN` refused with
+/// `NAME_TAKEN`) has to answer the `PING` it is sent at once, before it is closed with
+/// `TIMEOUT`: a half-open connection left by a client that reconnects under its name is found
+/// within this (plus a tick), not after the ping interval and timeout.
+pub const NAME_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most presence entries from peers one core keeps for one room: a room of many thousands is
+/// listed, but one room cannot take the whole table.
+pub const PRESENCE_ROOM_ENTRIES_MAX: usize = 100_000;
+
+/// Most bytes of presence state one core keeps (an estimate of the table's memory: entries,
+/// rooms, tombstones and names); entries from peers beyond it are not stored.
+pub const PRESENCE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// The estimated memory of one presence entry besides its name: the entry (64 B), its places in
+/// the room's three indexes (join order, session id, name), and the allocation holding its name.
+pub const PRESENCE_ENTRY_BYTES: usize = 224;
+
+/// The estimated memory of one room of the presence table besides its name.
+pub const PRESENCE_ROOM_BYTES: usize = 128;
+
+/// The estimated memory of one presence tombstone (its two indexes and, at worst, a copy of its
+/// room's name).
+pub const PRESENCE_TOMBSTONE_BYTES: usize = 192;
+
+/// Most presence tombstones (members of peers that left, remembered so that a late join of
+/// theirs cannot bring them back) one core keeps; beyond it the oldest is forgotten. Each is
+/// also dropped when the link that brought it goes down (see `presence`).
+pub const PRESENCE_TOMBSTONES_MAX: usize = 100_000;
+
+const _: () = assert!(PRESENCE_TOMBSTONES_MAX <= PRESENCE_ENTRIES_MAX, "tombstones cost less than the members");
+const _: () = assert!(
+    PRESENCE_TOMBSTONES_MAX * PRESENCE_TOMBSTONE_BYTES <= PRESENCE_BYTES_MAX / 8,
+    "tombstones never take more than an eighth of presence's bytes"
+);
+const _: () = assert!(
+    PRESENCE_ENTRIES_MAX * PRESENCE_ENTRY_BYTES <= PRESENCE_BYTES_MAX,
+    "the byte bound binds before the entry bound only for long names"
+);
+const _: () = assert!(PRESENCE_ROOM_ENTRIES_MAX <= PRESENCE_ENTRIES_MAX);
+const _: () = assert!(
+    NAME_PROBE_TIMEOUT.as_millis() + TICK_MAX.as_millis() < NAME_TAKEN_RETRY_MAX.as_millis(),
+    "a client retrying a taken name outlasts the probe of a dead holder"
+);
 
 const _: () = assert!(READ_CHUNK_BYTES <= READ_BYTES_PER_TURN_MAX);
 
@@ -142,9 +203,6 @@ pub const SECRET_BYTES_MAX: usize = 4096;
 
 /// Bytes one link may have in flight (sent, not yet taken by the peer).
 pub const MAIL_IN_FLIGHT_BYTES_MAX: usize = 16 * 1024 * 1024;
-
-/// Frame-length slots an idle outbox may keep allocated.
-pub const IDLE_FRAME_LENS_MAX: usize = 64;
 
 /// Bytes reserved at a time for encoding publishes, so small frames share one allocation.
 pub const ENCODE_BUFFER_BYTES: usize = 64 * 1024;

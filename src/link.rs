@@ -83,6 +83,7 @@ impl LinkQueues {
     }
 
     /// True when nothing is queued.
+    #[cfg(any(test, feature = "testing"))]
     pub fn is_empty(&self) -> bool {
         self.control.is_empty() && self.data.is_empty()
     }
@@ -179,6 +180,7 @@ impl<L> Link<L> {
     }
 
     /// The link's class.
+    #[cfg(any(test, feature = "testing"))]
     pub fn class(&self) -> LinkClass {
         self.class
     }
@@ -194,6 +196,7 @@ impl<L> Link<L> {
     }
 
     /// Publishes dropped because this link's queue was over its limit.
+    #[cfg(any(test, feature = "testing"))]
     pub fn forwards_dropped(&self) -> u64 {
         self.forwards_dropped
     }
@@ -204,6 +207,7 @@ impl<L> Link<L> {
     }
 
     /// The peer's socket address, for a node link whose reactor knew it.
+    #[cfg(any(test, feature = "testing"))]
     pub fn remote(&self) -> Option<SocketAddr> {
         self.remote
     }

@@ -148,14 +148,14 @@ mod tests {
     fn a_batch_reaches_the_peer_whole_and_in_order() {
         let (pa, pb) = (Poll::new().unwrap(), Poll::new().unwrap());
         let (a, b) = (mailbox(&pa), mailbox(&pb));
-        let (at_a, _at_b) = MailLink::pair(&a, 3, &b, 5);
+        let (at_a, _at_b) = MailLink::pair(&a, PeerId::new(3), &b, PeerId::new(5));
         let mut outbox = Outbox::new();
         outbox.push_slice(b"one");
         outbox.push(&Bytes::from(vec![7u8; 5000]));
         assert_eq!(send_all(&at_a, &mut outbox), Sent::All);
         assert!(outbox.is_empty());
         let mail = b.try_take().expect("mail arrived");
-        assert_eq!(mail.from, 3, "b knows a as peer 3");
+        assert_eq!(mail.from, PeerId::new(3), "b knows a as peer 3");
         assert_eq!(&mail.bytes[..3], b"one");
         assert_eq!(mail.bytes.len(), 3 + 5000);
         assert!(b.try_take().is_none());
@@ -166,7 +166,7 @@ mod tests {
     fn a_sender_too_far_ahead_waits_until_the_peer_takes_its_mail() {
         let (pa, pb) = (Poll::new().unwrap(), Poll::new().unwrap());
         let (a, b) = (mailbox(&pa), mailbox(&pb));
-        let (at_a, at_b) = MailLink::pair(&a, 0, &b, 0);
+        let (at_a, at_b) = MailLink::pair(&a, PeerId::new(0), &b, PeerId::new(0));
         let mut outbox = Outbox::new();
         let chunk = Bytes::from(vec![1u8; 1024 * 1024]);
         let mut sent = 0;

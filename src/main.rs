@@ -90,6 +90,11 @@ struct ServeArgs {
     /// milliseconds, then exit 0.
     #[arg(long, default_value_t = limits::DRAIN_PERIOD.as_millis() as u64)]
     drain_period_ms: u64,
+    /// While a reactor is busy, hold its clients' bytes up to this long after a flush pass
+    /// (never longer than that pass took), so that several messages leave in one write; an idle
+    /// server sends every message at once. 0 flushes every turn. In microseconds.
+    #[arg(long, default_value_t = limits::FLUSH_LINGER_MAX.as_micros() as u64)]
+    flush_linger_us: u64,
     /// Require clients to present one of the tokens in this file (one per line) in HELLO; SIGHUP
     /// reads it again.
     #[arg(long)]
@@ -334,8 +339,9 @@ fn serve(argv: Vec<OsString>) -> ExitCode {
 /// `--check-config`: what `Server::bind` would refuse before binding anything, then exit.
 fn check_config(config: &ServerConfig, threads: usize) -> ExitCode {
     let mut result = config.validate();
-    if threads == 0 || threads > usize::from(fanout::hub::MAX_CORE_ID) + 1 {
-        result = Err(ConfigError(format!("--threads must be between 1 and {}", fanout::hub::MAX_CORE_ID as usize + 1)));
+    if threads == 0 || threads > usize::from(fanout::limits::MAX_CORE_ID) + 1 {
+        result =
+            Err(ConfigError(format!("--threads must be between 1 and {}", fanout::limits::MAX_CORE_ID as usize + 1)));
     }
     if let (Ok(()), Some(cluster)) = (&result, &config.cluster) {
         let advertised = cluster.advertise.clone().unwrap_or_else(|| cluster.listen.to_string());
@@ -353,10 +359,6 @@ fn check_config(config: &ServerConfig, threads: usize) -> ExitCode {
     }
 }
 
-/// File descriptors a server needs besides one per client: listeners, pollers and wakers,
-/// node links and their handshakes, metrics scrapes, stdio.
-const DESCRIPTORS_RESERVED: u64 = 256;
-
 /// Raises the descriptor limit to the hard limit, and warns only when that is below what the
 /// operator asked for (`--max-connections` given as a flag or in the file).
 fn check_descriptor_limit(max_connections: usize, asked_for: bool) {
@@ -367,7 +369,7 @@ fn check_descriptor_limit(max_connections: usize, asked_for: bool) {
             return;
         }
     };
-    let needed = max_connections as u64 + DESCRIPTORS_RESERVED;
+    let needed = max_connections as u64 + limits::DESCRIPTORS_RESERVED;
     if limit >= needed {
         log::info!("file descriptor limit {limit}");
     } else if asked_for {
@@ -379,7 +381,7 @@ fn check_descriptor_limit(max_connections: usize, asked_for: bool) {
         log::info!(
             "file descriptor limit {limit}: room for about {} client connections (the default \
              --max-connections is {max_connections})",
-            limit.saturating_sub(DESCRIPTORS_RESERVED)
+            limit.saturating_sub(limits::DESCRIPTORS_RESERVED)
         );
     }
 }
@@ -395,6 +397,7 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
     config.hub.timeouts.ping_timeout = Duration::from_millis(args.ping_timeout_ms);
     config.metrics = args.metrics;
     config.drain_period = Duration::from_millis(args.drain_period_ms);
+    config.flush_linger_max = Duration::from_micros(args.flush_linger_us);
     if let Some(path) = &args.token_file {
         config.hub.tokens = Some(Tokens::read(path)?);
     }

@@ -23,6 +23,7 @@ use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::interest::PeerId;
 use crate::limits::{READ_CHUNK_BYTES, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_PROBES};
+use crate::linger::Linger;
 use crate::mailbox::{MailLink, Mailbox};
 
 mod cluster;
@@ -115,6 +116,8 @@ pub struct Reactor {
     config: ServerConfig,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    /// When to flush the clients: at once when idle, at most once per linger when busy.
+    linger: Linger,
     /// Sockets to read this turn: readiness came, or the last read used the turn's budget.
     read_queue: Vec<Endpoint>,
     scratch: Vec<u8>,
@@ -163,7 +166,9 @@ impl Reactor {
             None => None,
         };
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
+        let linger = Linger::new(config.flush_linger_max);
         Ok(Self {
+            linger,
             poll,
             acceptor,
             tls_acceptor,
@@ -260,7 +265,8 @@ impl Reactor {
             let now = Instant::now();
             let paused_until = self.acceptor.as_ref().and_then(Acceptor::paused_until);
             let tls_paused_until = self.tls_acceptor.as_ref().and_then(|(acceptor, _)| acceptor.paused_until());
-            let deadlines = [self.next_dial_at(), self.hub.next_deadline(), paused_until, tls_paused_until];
+            let flush_at = self.linger.due_at(now, self.hub.has_to_flush());
+            let deadlines = [self.next_dial_at(), self.hub.next_deadline(), paused_until, tls_paused_until, flush_at];
             let wake_at = deadlines.into_iter().flatten().fold(next_tick, Instant::min);
             let timeout =
                 if self.read_queue.is_empty() { wake_at.saturating_duration_since(now) } else { Duration::ZERO };
@@ -342,7 +348,9 @@ impl Reactor {
             for key in keys.drain(..) {
                 self.queue_read(Endpoint::Conn(key));
             }
-            self.flush_queued(&mut keys);
+            if stopping || self.linger.hold_until(now).is_none() {
+                self.flush_queued(&mut keys);
+            }
             self.hub.take_links_to_flush(&mut peers);
             for peer in peers.drain(..) {
                 self.flush_link(peer);
@@ -565,12 +573,18 @@ impl Reactor {
         }
     }
 
+    /// Flushes every connection with queued bytes, and times the pass for the linger.
     fn flush_queued(&mut self, keys: &mut Vec<ConnKey>) {
         self.hub.take_to_flush(keys);
         self.counters.flushed_last_turn = keys.len() as u64;
+        if keys.is_empty() {
+            return;
+        }
+        let started = Instant::now();
         for key in keys.drain(..) {
             self.flush(key);
         }
+        self.linger.flushed(started, Instant::now());
     }
 
     /// Flushes a connection's outbox; once a closing connection's last bytes are out, sends FIN
@@ -645,7 +659,7 @@ impl Reactor {
             .into_iter()
             .map(|view| ConnRow {
                 core,
-                id: view.key,
+                id: view.key.index(),
                 session_id: view.session_id,
                 remote: view.io.transport.stream().peer_addr().ok(),
                 name: view.name.clone(),

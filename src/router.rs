@@ -6,8 +6,44 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use slab::Slab;
 
+use crate::keyed_slab::SlabKey;
+
 /// The key of a connection in its reactor's slab.
-pub type ConnKey = usize;
+///
+/// A newtype, not a bare `usize`, so a connection key is never taken for a link id
+/// ([`PeerId`](crate::interest::PeerId)) or a mio token: the reactor maps each to its own token
+/// range in `reactor/token.rs`, which asserts the ranges. It prints as its number, so log lines
+/// say `connection 3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnKey(usize);
+
+impl ConnKey {
+    /// The key of slot `index` of a connection slab (the reactor, reading a token back).
+    pub fn new(index: usize) -> Self {
+        Self(index)
+    }
+
+    /// The slot of the connection slab this key names.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl SlabKey for ConnKey {
+    fn from_index(index: usize) -> Self {
+        Self(index)
+    }
+
+    fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ConnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// One member of a room, as the fan-out loop sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +166,7 @@ pub struct Router {
 impl Router {
     /// A router whose stream ids are `stream_base + 1, + 2, …` and that lets a connection be in
     /// at most `rooms_per_connection_max` rooms.
+    #[cfg(any(test, feature = "testing"))]
     pub fn new(stream_base: u64, rooms_per_connection_max: usize) -> Self {
         let streams = IdIssuer::new(stream_base & !ID_COUNTER_MASK, stream_base & ID_COUNTER_MASK);
         Self::with_stream_ids(streams, rooms_per_connection_max)
@@ -142,16 +179,16 @@ impl Router {
 
     /// Adds `conn` to `room`, creating the room if it is new.
     pub fn join(&mut self, conn: ConnKey, room: &[u8], send_only: bool) -> Result<Change, RouteError> {
-        if self.memberships.len() <= conn {
-            self.memberships.resize_with(conn + 1, Vec::new);
+        if self.memberships.len() <= conn.index() {
+            self.memberships.resize_with(conn.index() + 1, Vec::new);
         }
         let existing = self.by_name.get(room).copied();
         if let Some(id) = existing {
-            if self.memberships[conn].iter().any(|m| m.room == id) {
+            if self.memberships[conn.index()].iter().any(|m| m.room == id) {
                 return Err(RouteError::AlreadyAMember);
             }
         }
-        if self.memberships[conn].len() >= self.rooms_per_connection_max {
+        if self.memberships[conn.index()].len() >= self.rooms_per_connection_max {
             return Err(RouteError::TooManyRooms);
         }
         let id = existing.unwrap_or_else(|| {
@@ -164,7 +201,7 @@ impl Router {
         });
         self.rooms[id].members.push(Member { conn, receives: !send_only, watches: false });
         let stream = self.streams.next_id();
-        self.memberships[conn].push(Membership { room: id, stream, last_seq: 0, send_only });
+        self.memberships[conn.index()].push(Membership { room: id, stream, last_seq: 0, send_only });
         self.debug_assert_invariants();
         Ok(Change { room_edge: existing.is_none() })
     }
@@ -172,7 +209,7 @@ impl Router {
     /// Removes `conn` from `room`, removing the room if it is left empty.
     pub fn leave(&mut self, conn: ConnKey, room: &[u8]) -> Result<Change, RouteError> {
         let id = self.by_name.get(room).copied().ok_or(RouteError::NotAMember)?;
-        let list = self.memberships.get_mut(conn).ok_or(RouteError::NotAMember)?;
+        let list = self.memberships.get_mut(conn.index()).ok_or(RouteError::NotAMember)?;
         let at = list.iter().position(|m| m.room == id).ok_or(RouteError::NotAMember)?;
         list.swap_remove(at);
         let removed = self.remove_member(id, conn);
@@ -181,13 +218,14 @@ impl Router {
     }
 
     /// Removes `conn` from every room it is in (it disconnected); returns how many it left.
+    #[cfg(any(test, feature = "testing"))]
     pub fn disconnect(&mut self, conn: ConnKey) -> usize {
         self.disconnect_with(conn, |_| {})
     }
 
     /// Like [`Router::disconnect`], calling `on_removed` with each room it left empty.
     pub fn disconnect_with(&mut self, conn: ConnKey, mut on_removed: impl FnMut(Bytes)) -> usize {
-        let Some(list) = self.memberships.get_mut(conn) else {
+        let Some(list) = self.memberships.get_mut(conn.index()) else {
             return 0;
         };
         let left = std::mem::take(list);
@@ -204,7 +242,7 @@ impl Router {
     /// advances that stream's sequence number.
     pub fn publish(&mut self, conn: ConnKey, room: &[u8]) -> Result<Delivery<'_>, RouteError> {
         let id = self.by_name.get(room).copied().ok_or(RouteError::NotAMember)?;
-        let list = self.memberships.get_mut(conn).ok_or(RouteError::NotAMember)?;
+        let list = self.memberships.get_mut(conn.index()).ok_or(RouteError::NotAMember)?;
         let membership = list.iter_mut().find(|m| m.room == id).ok_or(RouteError::NotAMember)?;
         membership.last_seq += 1;
         let (stream, seq) = (membership.stream, membership.last_seq);
@@ -219,7 +257,7 @@ impl Router {
         let Some(id) = self.by_name.get(room).copied() else {
             return;
         };
-        let Some(m) = self.memberships.get(conn).and_then(|list| list.iter().find(|m| m.room == id)) else {
+        let Some(m) = self.memberships.get(conn.index()).and_then(|list| list.iter().find(|m| m.room == id)) else {
             return;
         };
         let receives = receiving && !m.send_only;
@@ -255,7 +293,7 @@ impl Router {
     /// The rooms `conn` is in, in join order.
     pub fn rooms_of_conn(&self, conn: ConnKey) -> Vec<Bytes> {
         self.memberships
-            .get(conn)
+            .get(conn.index())
             .map_or_else(Vec::new, |list| list.iter().map(|m| self.rooms[m.room].name.clone()).collect())
     }
 
@@ -266,8 +304,9 @@ impl Router {
     }
 
     /// How many rooms `conn` is in.
+    #[cfg(any(test, feature = "testing"))]
     pub fn rooms_of(&self, conn: ConnKey) -> usize {
-        self.memberships.get(conn).map_or(0, Vec::len)
+        self.memberships.get(conn.index()).map_or(0, Vec::len)
     }
 
     /// How many rooms exist (have at least one member).
@@ -310,7 +349,8 @@ impl Router {
     pub fn check_invariants(&self) {
         assert_eq!(self.by_name.len(), self.rooms.len());
         let mut total = 0;
-        for (conn, list) in self.memberships.iter().enumerate() {
+        for (index, list) in self.memberships.iter().enumerate() {
+            let conn = ConnKey::new(index);
             assert!(list.len() <= self.rooms_per_connection_max);
             for m in list {
                 assert!(self.rooms[m.room].members.iter().any(|x| x.conn == conn));

@@ -3,7 +3,7 @@
 //! Each reactor is a thread with its own `Poll`, its own listener on the shared address
 //! (SO_REUSEPORT: the kernel spreads new connections over the listeners) and its own hub.
 //! Sibling reactors are linked by `MailLink`s carrying peer frames — the same
-//! framing and the same [`crate::link::Link`] type that will link nodes, so routing cannot tell
+//! framing and the same `link::Link` type that will link nodes, so routing cannot tell
 //! a sibling core from a remote node. The README has the measurements behind both choices.
 
 use std::io;
@@ -16,6 +16,7 @@ use crate::codec::peer::is_valid_cluster_addr;
 use crate::config::{ClusterConfig, ServerConfig};
 use crate::error::bind_error;
 use crate::hub::{Gateway, MAX_CORE_ID};
+use crate::interest::PeerId;
 use crate::mailbox::MailLink;
 pub use crate::metrics::{Health, HealthState};
 use crate::reactor::{refuse_taken_address, Reactor, StopHandle, CLIENT_LISTENER_NAME, TLS_LISTENER_NAME};
@@ -101,7 +102,8 @@ impl Server {
         }
         for a in 0..threads {
             for b in a + 1..threads {
-                let (a_at_b, b_at_a) = (reactors[b].link_count(), reactors[a].link_count());
+                // Each reactor's next link id is the next slot of its link slab.
+                let (a_at_b, b_at_a) = (PeerId::new(reactors[b].link_count()), PeerId::new(reactors[a].link_count()));
                 let (at_a, at_b) = MailLink::pair(reactors[a].mailbox(), a_at_b, reactors[b].mailbox(), b_at_a);
                 let added_a = reactors[a].add_link(at_a);
                 let added_b = reactors[b].add_link(at_b);

@@ -153,6 +153,8 @@ pub struct Session {
     connected_at: Instant,
     last_heard: Instant,
     ping_sent_at: Option<Instant>,
+    /// Someone asked for this connection's name: it must be heard from by then.
+    probe_deadline: Option<Instant>,
     pings_sent: u64,
     timeouts: Timeouts,
     session_id: u64,
@@ -179,6 +181,7 @@ impl Session {
             connected_at: now,
             last_heard: now,
             ping_sent_at: None,
+            probe_deadline: None,
             pings_sent: 0,
             timeouts,
             session_id,
@@ -229,6 +232,7 @@ impl Session {
     }
 
     /// When the connection, still silent, is to be taken as a line-mode client.
+    #[cfg(any(test, feature = "testing"))]
     pub fn line_mode_deadline(&self, silence: Duration) -> Option<Instant> {
         (self.mode == Mode::Undecided && !self.failed).then(|| self.connected_at + silence)
     }
@@ -272,6 +276,7 @@ impl Session {
     pub fn heard_from(&mut self, now: Instant) {
         self.last_heard = now;
         self.ping_sent_at = None;
+        self.probe_deadline = None;
     }
 
     /// Takes the next request off the front of `input`; `Ok(None)` means more bytes are needed.
@@ -394,6 +399,24 @@ impl Session {
         Ok(Some(request))
     }
 
+    /// Someone else asks for this connection's name: unless it is already being pinged, ping
+    /// it now (the nonce to send is returned), and either way it must answer (any byte) within
+    /// `timeout` or expire. Line-mode connections are never probed (a person's `nc` does not
+    /// answer pings); the kernel's keepalive finds those.
+    pub fn probe(&mut self, now: Instant, timeout: Duration) -> Option<u64> {
+        if self.failed || !self.ready || self.mode == Mode::Line {
+            return None;
+        }
+        let deadline = now + timeout;
+        self.probe_deadline = Some(self.probe_deadline.map_or(deadline, |d| d.min(deadline)));
+        if self.ping_sent_at.is_some() {
+            return None;
+        }
+        self.ping_sent_at = Some(now);
+        self.pings_sent += 1;
+        Some(self.pings_sent)
+    }
+
     /// What the clock asks of this connection at `now`, if anything.
     pub fn poll_timer(&mut self, now: Instant) -> Option<TimerEvent> {
         if self.failed {
@@ -405,6 +428,9 @@ impl Session {
         }
         if self.mode == Mode::Line {
             return None;
+        }
+        if self.probe_deadline.is_some_and(|deadline| now >= deadline) {
+            return Some(TimerEvent::Expired);
         }
         if let Some(sent) = self.ping_sent_at {
             return (now.saturating_duration_since(sent) >= self.timeouts.ping_timeout).then_some(TimerEvent::Expired);

@@ -137,7 +137,7 @@ fn an_incompatible_link_version_is_refused_and_receives_nothing() {
     let a = Node::start(&secret, 1, &[], &[]);
     let mut hello = bytes::BytesMut::new();
     PeerFrame::Hello(LinkHello {
-        version: 2,
+        version: fanout::codec::peer::LINK_VERSION + 1,
         node_id: 7,
         core_id: 0,
         instance: 1,
@@ -163,7 +163,9 @@ fn an_incompatible_link_version_is_refused_and_receives_nothing() {
         kinds.push(raw.kind);
     }
     assert_eq!(kinds, vec![peer_type::LINK_HELLO], "only the node's own hello, then the close");
-    a.server.wait_for_log("speaks link version 2", IO_TIMEOUT).expect("a clear log line");
+    a.server
+        .wait_for_log(&format!("speaks link version {}", fanout::codec::peer::LINK_VERSION + 1), IO_TIMEOUT)
+        .expect("a clear log line");
 }
 
 #[test]
@@ -196,7 +198,7 @@ fn a_forged_cluster_address_is_refused_and_never_logged_raw() {
     let forged = "FORGED fanout::hub::peers: node link 9 up: node 7 at 10.6.6.6:7500";
     let mut frames = bytes::BytesMut::new();
     PeerFrame::Hello(LinkHello {
-        version: 1,
+        version: fanout::codec::peer::LINK_VERSION,
         node_id: 7,
         core_id: 0,
         instance: 1,

@@ -10,8 +10,8 @@ use std::process::Command;
 /// router → hub → outbox → bytes, with the reactor pumping at both ends. (`codec`, `rng` and
 /// `backoff` come from `fanout-proto`, below all of these.)
 const LAYERS: &[&[&str]] = &[
-    &["limits", "error", "logging"],
-    &["interest", "router", "outbox"],
+    &["limits", "error", "logging", "keyed_slab"],
+    &["interest", "router", "outbox", "linger"],
     &["presence"],
     &["auth", "tls"],
     &["session"],

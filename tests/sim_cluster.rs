@@ -632,7 +632,7 @@ impl Sim {
                 hub
             })
             .collect();
-        let mut sib_peer = vec![vec![usize::MAX; cores]; cores];
+        let mut sib_peer = vec![vec![PeerId::new(usize::MAX); cores]; cores];
         let mut sib_core = vec![BTreeMap::new(); cores];
         for a in 0..cores {
             for b in a + 1..cores {

@@ -158,7 +158,7 @@ impl Sim {
         let start = Instant::now();
         let mut hubs: Vec<Hub<(), ()>> =
             (0..HUBS).map(|core| Hub::new(HubConfig { core_id: core as u16, ..HubConfig::default() })).collect();
-        let mut peer = vec![vec![usize::MAX; HUBS]; HUBS];
+        let mut peer = vec![vec![PeerId::new(usize::MAX); HUBS]; HUBS];
         for a in 0..HUBS {
             for b in a + 1..HUBS {
                 peer[a][b] = hubs[a].add_link((), start);

@@ -26,10 +26,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fanout::codec::peer::{encode_forward, encode_interest, peer_type, PeerFrame};
+use fanout::codec::peer::{encode_forward, encode_interest, encode_presence, peer_type, PeerFrame, PeerPresenceKind};
 use fanout::codec::{
-    encode_message, encode_nonce, encode_presence_as, frame_type, ClientFrame, FrameDecoder, Hello, PresenceKind,
-    ServerFrame, JOIN_FLAG_PRESENCE, PROTOCOL_VERSION,
+    encode_message, encode_nonce, frame_type, ClientFrame, FrameDecoder, Hello, PresenceKind, ServerFrame,
+    JOIN_FLAG_PRESENCE, PROTOCOL_VERSION,
 };
 use fanout::hub::{Hub, HubConfig};
 use fanout::router::ConnKey;
@@ -76,7 +76,10 @@ fn peer_frame(kind: u8, bytes: &[u8], dst: &mut BytesMut) {
             let kind = [PresenceKind::Joined, PresenceKind::Left, PresenceKind::Lost, PresenceKind::Renamed]
                 [event as usize % 4];
             let name: &[u8] = if byte(bytes, 3) % 2 == 0 { b"far" } else { b"farther" };
-            encode_presence_as(dst, peer_type::PRESENCE, kind, 1 << 40 | small, room, name);
+            // A few versions only, so the fuzzer meets stale, equal and newer updates.
+            let version = u64::from(byte(bytes, 4) % 8);
+            let kind = if byte(bytes, 5) % 8 == 0 { PeerPresenceKind::Probe } else { kind.into() };
+            encode_presence(dst, version, kind, 1 << 40 | small, room, name);
         }
     }
 }

@@ -299,11 +299,13 @@ impl Dialer {
     }
 
     /// How many addresses it knows.
+    #[cfg(any(test, feature = "testing"))]
     pub fn len(&self) -> usize {
         self.targets.len()
     }
 
     /// True when it knows no address to dial.
+    #[cfg(any(test, feature = "testing"))]
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }
@@ -358,9 +360,9 @@ mod tests {
         let mut d = Dialer::new(String::new(), 3);
         d.add_target("a:1".into(), t0);
         assert!(d.poll_dial(t0, never_linked).is_some());
-        d.connected("a:1", 4);
+        d.connected("a:1", PeerId::new(4));
         assert_eq!(d.next_timeout(), None, "nothing to do while linked");
-        d.link_down(4, Some(9), t0);
+        d.link_down(PeerId::new(4), Some(9), t0);
         // Node 9 is linked again through another address: no redial of this one.
         let later = t0 + REDIAL_DELAY_MAX;
         assert_eq!(d.poll_dial(later, |_, node| node == Some(9)), None);
@@ -391,7 +393,7 @@ mod tests {
         d.add_target("a:1".into(), t0);
         assert_eq!(d.poll_dial(t0, |_, _| true), None, "linked through a link it made to us");
         assert_eq!(d.next_timeout(), None, "nothing due: a timeout in the past would spin the reactor");
-        d.link_down(3, Some(4), t0);
+        d.link_down(PeerId::new(3), Some(4), t0);
         assert_eq!(d.next_timeout(), Some(t0), "due again once some link went down");
         assert!(d.poll_dial(t0, never_linked).is_some());
     }
@@ -414,8 +416,8 @@ mod tests {
             [("10.0.0.2:7501", false), ("10.0.0.3:7501", false)]
         );
         assert_eq!(d.origin("10.0.0.2:7501"), Some("svc.local:7501"));
-        d.connected("10.0.0.2:7501", 1);
-        d.connected("10.0.0.3:7501", 2);
+        d.connected("10.0.0.2:7501", PeerId::new(1));
+        d.connected("10.0.0.3:7501", PeerId::new(2));
         assert_eq!(d.next_timeout(), Some(t0 + RESOLVE_INTERVAL), "resolved again to find new nodes");
         assert!(d.poll_dial(t0 + RESOLVE_INTERVAL, never_linked).is_some_and(|dial| dial.resolve));
     }
@@ -448,7 +450,7 @@ mod tests {
         d.resolved("localhost:7501", vec!["127.0.0.1:7501".into(), "[::1]:7501".into()], t0);
         d.poll_dial(t0, never_linked);
         d.poll_dial(t0, never_linked);
-        d.connected("127.0.0.1:7501", 1);
+        d.connected("127.0.0.1:7501", PeerId::new(1));
         assert_eq!(d.failed("[::1]:7501", t0), None, "the node is linked through 127.0.0.1");
         assert_eq!(d.next_timeout(), Some(t0 + RESOLVE_INTERVAL), "no hurry to resolve again");
     }
@@ -471,8 +473,8 @@ mod tests {
         assert_eq!(warned.iter().map(|w| w.0).collect::<Vec<_>>(), [0, 30, 60, 90]);
         assert!(warned[1..].iter().all(|w| w.1 > 1), "later warnings count the failures since: {warned:?}");
         d.poll_dial(t0 + Duration::from_secs(100), never_linked);
-        d.connected("10.0.0.2:1", 1);
-        d.link_down(1, None, t0 + Duration::from_secs(101));
+        d.connected("10.0.0.2:1", PeerId::new(1));
+        d.link_down(PeerId::new(1), None, t0 + Duration::from_secs(101));
         d.poll_dial(t0 + Duration::from_secs(110), never_linked);
         assert_eq!(d.failed("10.0.0.2:1", t0 + Duration::from_secs(110)), Some(1), "a new run warns at once");
     }

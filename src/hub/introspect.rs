@@ -145,7 +145,7 @@ impl<T, L> Hub<T, L> {
     /// sibling's, and every other node's), and those presence lists.
     pub fn known_rooms(&self) -> Vec<Bytes> {
         let mut rooms: BTreeSet<Bytes> = self.router.room_names().cloned().collect();
-        for (peer, _) in &self.links {
+        for (peer, _) in self.links.iter() {
             rooms.extend(self.interest.rooms_of(peer));
         }
         rooms.extend(self.presence.rooms().into_iter().map(|(room, _)| room.clone()));
@@ -159,7 +159,7 @@ impl<T, L> Hub<T, L> {
     /// O(rooms), once per scrape.
     pub fn server_room_count(&self) -> usize {
         let mut from_siblings: HashSet<Bytes> = HashSet::new();
-        for (peer, link) in &self.links {
+        for (peer, link) in self.links.iter() {
             if link.class == LinkClass::Sibling {
                 let rooms = self.interest.rooms_of(peer).into_iter();
                 from_siblings.extend(rooms.filter(|room| self.router.members(room).is_none()));

@@ -34,12 +34,15 @@ impl<T, L> Hub<T, L> {
     /// took effect.
     pub(super) fn line_start(&mut self, key: ConnKey) {
         // A fresh connection is in no room, so this join cannot hit a limit.
-        self.join(key, DEFAULT_ROOM.as_bytes(), false, true);
+        self.join_unchecked(key, DEFAULT_ROOM.as_bytes(), false, true);
     }
 
     /// A join took effect (the room's announcement was acknowledged): `JOINED` (and, when asked
     /// for, the room's `MEMBERS`) for a binary client; the greeting or a status line in line mode.
     pub(super) fn join_took_effect(&mut self, key: ConnKey, room: &[u8]) {
+        if self.lost_name_race(key, room) {
+            return;
+        }
         let conn = &mut self.conns[key];
         if conn.session.mode() == Mode::Line {
             conn.session.set_line_room(Some(Bytes::copy_from_slice(room)));
@@ -79,11 +82,18 @@ impl<T, L> Hub<T, L> {
             return self.reply(key, |dst| dst.extend_from_slice(&frame));
         }
         let asker = self.conns[key].session.session_id();
+        let node = u64::from(self.config.node_id);
         let mut text = format!("{count} in {}:", String::from_utf8_lossy(room));
         for (i, entry) in members.take(MEMBERS_LISTED_MAX).enumerate() {
             let sep = if i == 0 { " " } else { ", " };
             let you = if entry.session_id == asker { " (you)" } else { "" };
-            let _ = write!(text, "{sep}{}{you}", String::from_utf8_lossy(&entry.name));
+            let _ = write!(text, "{sep}{}", String::from_utf8_lossy(&entry.name));
+            // Names are unique per node only: a shared one is told apart by its node.
+            let entry_node = entry.session_id >> 48;
+            if entry_node != node && self.presence.holders(room, &entry.name).nth(1).is_some() {
+                let _ = write!(text, "@{entry_node}");
+            }
+            text.push_str(you);
         }
         if count > MEMBERS_LISTED_MAX {
             let _ = write!(text, " and {} more", count - MEMBERS_LISTED_MAX);
@@ -126,6 +136,11 @@ impl<T, L> Hub<T, L> {
                 }
                 if current.as_deref() == Some(&room[..]) {
                     return self.say(key, &format!("you are already in {}", String::from_utf8_lossy(&room)));
+                }
+                let name = self.conns[key].session.name().clone();
+                // Checked before leaving the current room: refused, the user stays where it was.
+                if !self.name_free(key, &room, &name, "; /nick NAME first (you stay where you are)") {
+                    return;
                 }
                 if let Some(current) = current {
                     if self.leave(key, &current).is_err() {
@@ -181,6 +196,10 @@ impl<T, L> Hub<T, L> {
         if *session.name() == name {
             return;
         }
+        if !self.name_free_everywhere(key, &name) {
+            return;
+        }
+        let session = &mut self.conns[key].session;
         let name = Bytes::copy_from_slice(&name);
         session.set_name(name.clone());
         let session_id = session.session_id();

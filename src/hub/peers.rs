@@ -283,8 +283,9 @@ impl<T, L> Hub<T, L> {
     }
 
     /// The links' part of [`Hub::check_invariants`].
+    #[cfg(any(test, feature = "testing"))]
     pub(super) fn check_link_invariants(&self) {
-        for (key, conn) in &self.conns {
+        for (key, conn) in self.conns.iter() {
             if conn.awaiting_joined && !conn.is_closing() {
                 let sid = conn.session_id();
                 let waited = self
@@ -489,7 +490,7 @@ impl<T, L> Hub<T, L> {
             return;
         };
         let mut nodes = vec![(self.config.node_id, Bytes::from(gateway.cluster_addr.clone()))];
-        for (_, link) in &self.links {
+        for (_, link) in self.links.iter() {
             if let (LinkState::Up { node_id, .. }, LinkClass::Node) = (link.state, link.class) {
                 if let Some(addr) = link.peer_cluster_addr() {
                     nodes.push((node_id, addr.clone()));
@@ -731,7 +732,7 @@ impl<T, L> Hub<T, L> {
         self.clock = Some(now);
         let mut down = Vec::new();
         let mut pings = Vec::new();
-        for (peer, link) in &mut self.links {
+        for (peer, link) in self.links.iter_mut() {
             if link.class != LinkClass::Node || link.state == LinkState::Down {
                 continue;
             }

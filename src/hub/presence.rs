@@ -1,39 +1,51 @@
 //! The hub's side of presence: recording who is in each room, telling the members that watch,
 //! and keeping peers in step.
 //!
-//! A core sends each change of its own members to every peer link, and a gateway relays changes
-//! between its sibling cores and the other nodes — never back to a link of the class a change
-//! came from, so each change reaches each core once, like a `FORWARD`. A link that forms starts
-//! with every entry the sender may tell it; a link that goes down takes the entries it brought
-//! with it, and the members that watch are told those members are gone.
+//! A core stamps each change of its own members with its next version and sends it to every
+//! peer link, and a gateway relays changes (version unchanged) between its sibling cores and the
+//! other nodes — never back to a link of the class a change came from, so each change reaches
+//! each core once, like a `FORWARD`. A link that forms starts with every entry the sender may
+//! tell it, each at its version; a link that goes down takes the entries it brought with it, the
+//! members that watch are told those members are gone, and a gateway withdraws them from its
+//! other peers at the version it had (see `crate::presence` for the merge rule).
 
 use bytes::{Bytes, BytesMut};
 
 use super::Hub;
 use crate::codec::line::encode_presence_line;
-use crate::codec::peer::peer_type;
-use crate::codec::{encode_presence, encode_presence_as, PresenceEvent, PresenceKind};
+use crate::codec::peer::{encode_presence as encode_peer_presence, PeerPresence, PeerPresenceKind};
+use crate::codec::{encode_presence, PresenceKind};
 use crate::interest::PeerId;
 use crate::link::LinkClass;
-use crate::presence::{Added, Entry, Origin};
+use crate::presence::{Applied, Origin, Update};
 use crate::session::Mode;
 
 impl<T, L> Hub<T, L> {
     /// One of our members joined, left or was renamed in `room`: record it, tell the members
     /// that watch the room, tell every peer.
     pub(super) fn local_presence(&mut self, room: &[u8], kind: PresenceKind, session_id: u64, name: &Bytes) {
-        if self.apply_presence(room, kind, session_id, name, Origin::Local) {
-            self.send_presence(None, room, kind, session_id, name);
+        let update = Update { kind, session_id, version: self.presence.next_version(), name: name.clone() };
+        if self.apply_presence(room, &update, Origin::Local) {
+            self.send_presence(None, room, &update);
         }
     }
 
     /// A peer told us of a presence change: record it, tell our watchers and, on a gateway,
     /// relay it to the peers of the other class.
-    pub(super) fn peer_presence(&mut self, peer: PeerId, event: PresenceEvent) {
-        let PresenceEvent { kind, session_id, room, name } = event;
-        if self.apply_presence(&room, kind, session_id, &name, Origin::Peer(peer)) && self.gateway.is_some() {
+    pub(super) fn peer_presence(&mut self, peer: PeerId, event: PeerPresence) {
+        let PeerPresence { version, kind, session_id, room, name } = event;
+        let kind = match kind {
+            PeerPresenceKind::Change(kind) => kind,
+            // Names are unique per node: only a sibling core asks (and is listened to).
+            PeerPresenceKind::Probe if self.links[peer].class == LinkClass::Sibling => {
+                return self.probe_member(&room, session_id)
+            }
+            PeerPresenceKind::Probe => return,
+        };
+        let update = Update { kind, session_id, version, name };
+        if self.apply_presence(&room, &update, Origin::Peer(peer)) && self.gateway.is_some() {
             let from = self.links[peer].class;
-            self.send_presence(Some(from), &room, kind, session_id, &name);
+            self.send_presence(Some(from), &room, &update);
         }
     }
 
@@ -50,8 +62,8 @@ impl<T, L> Hub<T, L> {
                 Origin::Peer(from) => gateway && links.get(from).is_some_and(|l| l.class != class),
             };
             if tell {
-                let (kind, id) = (PresenceKind::Joined, entry.session_id);
-                encode_presence_as(&mut frames, peer_type::PRESENCE, kind, id, room, &entry.name);
+                let (kind, id, version) = (PresenceKind::Joined, entry.session_id, entry.version);
+                encode_peer_presence(&mut frames, version, kind.into(), id, room, &entry.name);
             }
         }
         if !frames.is_empty() {
@@ -60,60 +72,49 @@ impl<T, L> Hub<T, L> {
     }
 
     /// A link went down: the members it told us of are gone from here, and from everything we
-    /// relay to.
+    /// relay to (withdrawn at the version we had, so they return with the next digest).
     pub(super) fn presence_link_down(&mut self, peer: PeerId) {
         let from = self.links[peer].class;
         for (room, entry) in self.presence.remove_origin(peer) {
             self.tell_watchers(&room, PresenceKind::Lost, entry.session_id, &entry.name, None);
             if self.gateway.is_some() {
-                self.send_presence(Some(from), &room, PresenceKind::Lost, entry.session_id, &entry.name);
+                let (session_id, version, name) = (entry.session_id, entry.version, entry.name);
+                let withdrawal = Update { kind: PresenceKind::Lost, session_id, version, name };
+                self.send_presence(Some(from), &room, &withdrawal);
             }
         }
     }
 
-    /// Records a change; tells the watchers and returns true if it changed anything.
-    fn apply_presence(
-        &mut self,
-        room: &[u8],
-        kind: PresenceKind,
-        session_id: u64,
-        name: &Bytes,
-        origin: Origin,
-    ) -> bool {
-        match kind {
-            PresenceKind::Joined | PresenceKind::Renamed => {
-                let entry = Entry { session_id, name: name.clone(), origin };
-                match self.presence.add(room, entry) {
-                    Added::New => self.tell_watchers(room, PresenceKind::Joined, session_id, name, None),
-                    Added::Renamed(old) => {
-                        self.tell_watchers(room, PresenceKind::Renamed, session_id, name, Some(&old))
-                    }
-                    Added::Unchanged | Added::Full => return false,
+    /// Records a change; tells the watchers and returns true if it is news to relay.
+    fn apply_presence(&mut self, room: &[u8], update: &Update, origin: Origin) -> bool {
+        let (kind, session_id, name) = (update.kind, update.session_id, &update.name);
+        match self.presence.merge(room, update.clone(), origin) {
+            Applied::Joined => {
+                self.tell_watchers(room, PresenceKind::Joined, session_id, name, None);
+                if origin != Origin::Local {
+                    self.settle_name_race(room, (update.version, session_id), name);
                 }
             }
-            PresenceKind::Left | PresenceKind::Lost => {
-                if self.presence.remove(room, session_id).is_none() {
-                    return false;
+            Applied::Renamed(old) => {
+                self.tell_watchers(room, PresenceKind::Renamed, session_id, name, Some(&old));
+                if origin != Origin::Local {
+                    self.settle_name_race(room, (update.version, session_id), name);
                 }
-                self.tell_watchers(room, kind, session_id, name, None);
             }
+            Applied::Removed(entry) => self.tell_watchers(room, kind, session_id, &entry.name, None),
+            Applied::Buried | Applied::Restamped => {}
+            Applied::Unchanged | Applied::Stale | Applied::Full => return false,
         }
         true
     }
 
     /// Queues the change for every peer link that carries traffic, except links of `except`.
-    fn send_presence(
-        &mut self,
-        except: Option<LinkClass>,
-        room: &[u8],
-        kind: PresenceKind,
-        session_id: u64,
-        name: &[u8],
-    ) {
+    fn send_presence(&mut self, except: Option<LinkClass>, room: &[u8], update: &Update) {
         let peers: Vec<PeerId> =
             self.links.iter().filter(|(_, l)| l.carries_traffic() && Some(l.class) != except).map(|(p, _)| p).collect();
+        let Update { kind, session_id, version, name } = update;
         for peer in peers {
-            self.send_to_peer(peer, |dst| encode_presence_as(dst, peer_type::PRESENCE, kind, session_id, room, name));
+            self.send_to_peer(peer, |dst| encode_peer_presence(dst, *version, (*kind).into(), *session_id, room, name));
         }
     }
 

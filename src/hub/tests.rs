@@ -1,8 +1,10 @@
 use super::*;
 use std::time::Duration;
 
+use crate::codec::peer::PeerPresence;
+use crate::codec::PresenceKind;
 use crate::codec::{ClientFrame, Hello, Message, ServerFrame, HELLO_FLAG_ECHO, JOIN_FLAG_SEND_ONLY};
-use crate::limits::HEADER_BYTES;
+use crate::limits::{HEADER_BYTES, NAME_PROBE_TIMEOUT};
 use crate::session::Timeouts;
 
 const MS: Duration = Duration::from_millis(1);
@@ -493,6 +495,52 @@ fn a_line_client_gets_its_error_as_a_line() {
     assert!(out.ends_with('\n'));
 }
 
+/// A socket that takes `room` more bytes and then blocks.
+struct FullAfter {
+    got: Vec<u8>,
+    room: usize,
+}
+
+impl std::io::Write for FullAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.room);
+        self.got.extend_from_slice(&buf[..n]);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_slow_line_client_gets_the_rest_of_the_line_it_was_reading_then_the_error() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| c.output_bytes_max = MIN_OUTPUT_BYTES);
+    let a = member(&mut hub, "alice", &["lobby"], now);
+    let line = hub.open((), now).unwrap();
+    send(&mut hub, line, b"hi\n", now);
+    drain(&mut hub, a);
+    drain_bytes(&mut hub, line);
+    send(&mut hub, a, &publish("lobby", b"first"), now);
+    send(&mut hub, a, &publish("lobby", b"second"), now);
+    // The kernel takes "ali" and no more: the cut keeps the rest of that line, not the next.
+    let mut socket = FullAfter { got: Vec::new(), room: 3 };
+    let flushed = hub.conn_mut(line).unwrap().outbox_mut().flush_to(&mut socket).unwrap();
+    assert_eq!(flushed, crate::outbox::Flush::Blocked);
+    while !hub.conn_mut(line).unwrap().is_closing() {
+        send(&mut hub, a, &publish("lobby", &[b'x'; 4096]), now);
+    }
+    socket.got.extend_from_slice(&drain_bytes(&mut hub, line));
+    let code = ErrorCode::SlowConsumer;
+    let error_line = format!("error {} {}: output queue over its limit; read faster\n", code as u16, code.name());
+    assert_eq!(String::from_utf8(socket.got).unwrap(), format!("alice: first\n{error_line}"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bookkeeping for the reactor
 // ---------------------------------------------------------------------------------------------
@@ -783,4 +831,309 @@ fn a_connection_behind_a_tls_handshake_is_silent_from_its_end_and_timed_from_its
     assert!(!hub.conn_mut(stalled).unwrap().is_closing());
     hub.tick(t0 + handshake);
     assert_eq!(error_codes(&drain(&mut hub, stalled)), vec![error(ErrorCode::Timeout)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names unique per room on one node
+// ---------------------------------------------------------------------------------------------
+
+fn error_frame(code: ErrorCode, text: &str) -> ServerFrame {
+    ServerFrame::Error { code: code as u16, text: Bytes::from(text.to_owned()) }
+}
+
+#[test]
+fn a_second_holder_of_a_name_in_a_room_is_refused_and_the_holder_is_probed() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let first = member(&mut hub, "alice", &["den"], now);
+    let second = member(&mut hub, "alice", &["attic"], now);
+    send(&mut hub, second, &join(0, "den"), now + MS);
+    let refused = error_frame(ErrorCode::NameTaken, "the name alice is taken in den on this node");
+    assert_eq!(drain(&mut hub, second), vec![refused], "a request error: the connection stays");
+    assert_eq!(drain(&mut hub, first), vec![ServerFrame::Ping(1)], "the holder is asked if it is alive");
+    assert_eq!(hub.presence.count(b"den"), 1);
+
+    // The holder answers: it keeps its name, and the newcomer is refused again.
+    send(&mut hub, first, &encode(ClientFrame::Pong(1)), now + 10 * MS);
+    hub.tick(now + NAME_PROBE_TIMEOUT + 20 * MS);
+    assert!(!hub.conn_mut(first).unwrap().is_closing(), "a holder that answers stays");
+    send(&mut hub, second, &join(0, "den"), now + NAME_PROBE_TIMEOUT + 30 * MS);
+    assert_eq!(error_codes(&drain(&mut hub, second)), [error(ErrorCode::NameTaken)]);
+    assert_eq!(drain(&mut hub, first), vec![ServerFrame::Ping(2)]);
+}
+
+#[test]
+fn a_holder_that_does_not_answer_the_probe_is_closed_and_its_name_is_free() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let stale = member(&mut hub, "alice", &["den"], now);
+    let back = greeted(&mut hub, 0, "alice", now);
+    send(&mut hub, back, &join(0, "den"), now);
+    assert_eq!(error_codes(&drain(&mut hub, back)), [error(ErrorCode::NameTaken)]);
+    // A second refusal does not ping again, nor move the deadline.
+    send(&mut hub, back, &join(0, "den"), now + NAME_PROBE_TIMEOUT / 2);
+    assert_eq!(error_codes(&drain(&mut hub, back)), [error(ErrorCode::NameTaken)]);
+    assert_eq!(drain(&mut hub, stale), vec![ServerFrame::Ping(1)]);
+
+    hub.tick(now + NAME_PROBE_TIMEOUT - MS);
+    assert!(!hub.conn_mut(stale).unwrap().is_closing(), "not before the probe's deadline");
+    hub.tick(now + NAME_PROBE_TIMEOUT);
+    assert!(hub.conn_mut(stale).unwrap().is_closing(), "silent through the probe: closed");
+    assert_eq!(error_codes(&drain(&mut hub, stale)), [error(ErrorCode::Timeout)]);
+    send(&mut hub, back, &join(0, "den"), now + NAME_PROBE_TIMEOUT + MS);
+    assert_eq!(drain(&mut hub, back), vec![joined("den")], "the reconnecting client has its name back");
+}
+
+#[test]
+fn names_of_other_nodes_are_not_checked_and_who_tells_them_apart() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let alice = member(&mut hub, "alice", &["den"], now);
+    let line = hub.open((), now).unwrap();
+    send(&mut hub, line, b"/join den\n", now);
+    let guest = crate::session::guest_name(hub.conn_mut(line).unwrap().session_id(), 0);
+    drain_bytes(&mut hub, line);
+    drain(&mut hub, alice);
+    let gateway = hub.add_link((), now);
+    let far = (2 << 48) | (1 << 40) | 7;
+    let update = PeerPresence {
+        version: 3,
+        kind: PresenceKind::Joined.into(),
+        session_id: far,
+        room: Bytes::from_static(b"den"),
+        name: Bytes::from_static(b"alice"),
+    };
+    hub.peer_presence(gateway, update);
+    assert_eq!(drain(&mut hub, alice), vec![], "another node's alice takes nothing from ours");
+    let names: Vec<u64> = hub.presence.members(b"den").map(|e| e.session_id).collect();
+    assert_eq!(names, [1, 2, far], "both shown: across nodes names are not unique");
+    send(&mut hub, line, b"/who\n", now);
+    let want = format!("* alice joined\n* 3 in den: alice, {guest} (you), alice@2\n");
+    assert_eq!(String::from_utf8(drain_bytes(&mut hub, line)).unwrap(), want);
+}
+
+/// Two cores admitted one name in one room at the same moment: when each learns of the other's
+/// member, the one with the greater (version, session id) gives way.
+#[test]
+fn of_two_cores_admitting_one_name_at_once_the_greater_version_and_session_gives_way() {
+    let now = Instant::now();
+    let mut hub = hub_with(|c| c.id_epoch = 1_000);
+    let alice = member(&mut hub, "alice", &["den"], now);
+    let (core1, core2) = (hub.add_link((), now), hub.add_link((), now));
+    let ours = hub.presence.members(b"den").next().map(|e| (e.version, e.session_id)).unwrap();
+    let theirs = |version, core: u64| PeerPresence {
+        version,
+        kind: PresenceKind::Joined.into(),
+        session_id: (core << 40) | 9, // node 0: this node
+        room: Bytes::from_static(b"den"),
+        name: Bytes::from_static(b"alice"),
+    };
+    // Core 1's is greater: ours stays; core 1 takes its own out.
+    hub.peer_presence(core1, theirs(ours.0 + 1, 1));
+    assert_eq!(drain(&mut hub, alice), vec![]);
+    assert_eq!(hub.presence.count(b"den"), 2, "both listed until core 1's leave arrives");
+    hub.peer_presence(core1, PeerPresence { version: ours.0 + 2, kind: PresenceKind::Left.into(), ..theirs(0, 1) });
+    assert_eq!(hub.presence.count(b"den"), 1);
+
+    // Core 2's is smaller: ours gives way, told why, and is out of the room.
+    hub.peer_presence(core2, theirs(500, 2));
+    let told = error_frame(ErrorCode::NameTaken, "the name alice is taken in den on this node: you are not in den");
+    assert_eq!(drain(&mut hub, alice), vec![told, ServerFrame::Left(Bytes::from_static(b"den"))]);
+    let names: Vec<u64> = hub.presence.members(b"den").map(|e| e.session_id).collect();
+    assert_eq!(names, [(2 << 40) | 9], "one holder remains");
+    assert!(hub.router.members(b"den").is_none());
+    hub.check_invariants();
+}
+
+#[test]
+fn line_mode_nick_and_join_to_a_taken_name_print_an_error_and_change_nothing() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let _alice = member(&mut hub, "alice", &["lobby", "den"], now);
+    let line = hub.open((), now).unwrap();
+    send(&mut hub, line, b"/nick alice\n", now);
+    let text = String::from_utf8(drain_bytes(&mut hub, line)).unwrap();
+    let refused = "error 260 NAME_TAKEN: the name alice is taken in lobby on this node (your name is unchanged)\n";
+    assert!(text.ends_with(refused), "{text}");
+    send(&mut hub, line, b"/leave\n/nick bob\n/join lobby\n/nick alice\n", now);
+    let text = String::from_utf8(drain_bytes(&mut hub, line)).unwrap();
+    let want = format!(
+        "* you left lobby; /join ROOM to chat again\n* you are now bob\n* you are in lobby with 1 other\n{refused}"
+    );
+    assert_eq!(text, want);
+}
+
+/// A sibling link from core `core_id` of this node, up.
+fn sibling_link(hub: &mut Hub<()>, core_id: u16, now: Instant) -> PeerId {
+    let peer = hub.add_link((), now);
+    let hello = crate::codec::peer::LinkHello {
+        version: crate::codec::peer::LINK_VERSION,
+        node_id: 0,
+        core_id,
+        instance: 0,
+        nonce: [0; crate::codec::peer::NONCE_BYTES],
+        cluster_addr: Bytes::new(),
+    };
+    link_receives(hub, peer, &crate::codec::peer::PeerFrame::Hello(hello), now);
+    peer
+}
+
+/// The `PRESENCE` frames queued on a link.
+fn presence_sent(hub: &mut Hub<()>, peer: PeerId) -> Vec<PeerPresence> {
+    let mut bytes = Vec::new();
+    hub.link_mut(peer).unwrap().io_and_queues().1.flush_to(&mut bytes).unwrap();
+    let mut buf = BytesMut::from(&bytes[..]);
+    let mut sent = Vec::new();
+    while let Some(raw) = FrameDecoder::default().decode(&mut buf).unwrap() {
+        if let crate::codec::peer::PeerFrame::Presence(p) = crate::codec::peer::PeerFrame::parse(raw).unwrap() {
+            sent.push(p);
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_holder_on_a_sibling_core_is_probed_by_its_own_core() {
+    let now = Instant::now();
+    // The core whose client asks for the name: it asks core 1 to probe the holder.
+    let mut asking = hub();
+    let core1 = sibling_link(&mut asking, 1, now);
+    let holder = (1 << 40) | 9;
+    let alice = |kind: crate::codec::peer::PeerPresenceKind, version| PeerPresence {
+        version,
+        kind,
+        session_id: holder,
+        room: Bytes::from_static(b"den"),
+        name: Bytes::from_static(b"alice"),
+    };
+    asking.peer_presence(core1, alice(PresenceKind::Joined.into(), 4));
+    presence_sent(&mut asking, core1);
+    let newcomer = greeted(&mut asking, 0, "alice", now);
+    send(&mut asking, newcomer, &join(0, "den"), now);
+    assert_eq!(error_codes(&drain(&mut asking, newcomer)), [error(ErrorCode::NameTaken)]);
+    let probe = alice(crate::codec::peer::PeerPresenceKind::Probe, 0);
+    assert_eq!(presence_sent(&mut asking, core1), vec![probe.clone()], "core 1 is asked to probe its member");
+
+    // The holder's core: the probe pings it, and silence closes it.
+    let mut owning = hub();
+    let held = member(&mut owning, "alice", &["den"], now);
+    let core0 = sibling_link(&mut owning, 0, now);
+    owning.peer_presence(core0, PeerPresence { session_id: 1, ..probe });
+    assert_eq!(drain(&mut owning, held), vec![ServerFrame::Ping(1)]);
+    owning.tick(now + NAME_PROBE_TIMEOUT);
+    assert_eq!(error_codes(&drain(&mut owning, held)), [error(ErrorCode::Timeout)]);
+    assert_eq!(owning.presence.count(b"den"), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two cores admitting names at once: a small simulation of two linked hubs
+// ---------------------------------------------------------------------------------------------
+
+/// Core 0 and core 1 of one node, linked in memory; bytes move only when a test says so.
+struct TwoCores {
+    hubs: [Hub<()>; 2],
+    /// Each hub's link to the other.
+    links: [PeerId; 2],
+    now: Instant,
+}
+
+impl TwoCores {
+    fn new() -> Self {
+        let now = Instant::now();
+        let mut hubs = [hub_with(|c| c.core_id = 0), hub_with(|c| c.core_id = 1)];
+        let links = [hubs[0].add_link((), now), hubs[1].add_link((), now)];
+        let mut cores = Self { hubs, links, now };
+        cores.settle();
+        cores
+    }
+
+    /// Moves what hub `from` queued for the other; true if anything moved.
+    fn deliver(&mut self, from: usize) -> bool {
+        let mut bytes = Vec::new();
+        let link = self.hubs[from].link_mut(self.links[from]).unwrap();
+        link.io_and_queues().1.flush_to(&mut bytes).unwrap();
+        if bytes.is_empty() {
+            return false;
+        }
+        let to = 1 - from;
+        self.hubs[to].link_mut(self.links[to]).unwrap().input.extend_from_slice(&bytes);
+        self.hubs[to].handle_link_input(self.links[to], self.now);
+        true
+    }
+
+    /// Delivers both ways until nothing is left in flight (bounded: each round answers the last).
+    fn settle(&mut self) {
+        for _ in 0..100 {
+            let moved = self.deliver(0) | self.deliver(1);
+            if !moved {
+                return;
+            }
+        }
+        panic!("the links never went quiet");
+    }
+}
+
+proptest::proptest! {
+    /// Clients on two cores join, leave and close in one room under two names, with the links
+    /// between the cores delivering at arbitrary moments. Once everything is delivered, each
+    /// name has at most one holder in the room, and both cores list exactly the members the two
+    /// routers hold. (Fails with either half of the tie-break disabled: at merge, or at JOINED.)
+    #[test]
+    fn two_cores_admitting_names_at_once_keep_one_holder_per_name(
+        ops in proptest::collection::vec((0..2usize, 0..6usize, 0..5u8), 1..60)
+    ) {
+        let mut cores = TwoCores::new();
+        // Per core, up to 3 clients: (key, name).
+        let mut clients: [Vec<(ConnKey, &str)>; 2] = [Vec::new(), Vec::new()];
+        for (core, pick, action) in ops {
+            let now = cores.now;
+            match action {
+                0 | 1 if clients[core].len() < 3 => {
+                    let name = ["alice", "bob"][pick % 2];
+                    let key = greeted(&mut cores.hubs[core], 0, name, now);
+                    send(&mut cores.hubs[core], key, &join(0, "den"), now);
+                    clients[core].push((key, name));
+                }
+                2 if !clients[core].is_empty() => {
+                    let (key, _) = clients[core][pick % clients[core].len()];
+                    send(&mut cores.hubs[core], key, &leave("den"), now);
+                }
+                3 if !clients[core].is_empty() => {
+                    let (key, _) = clients[core].remove(pick % clients[core].len());
+                    cores.hubs[core].handle_hangup(key);
+                    cores.hubs[core].remove(key);
+                }
+                _ => {
+                    cores.deliver(core);
+                }
+            }
+            cores.hubs[0].check_invariants();
+            cores.hubs[1].check_invariants();
+        }
+        cores.settle();
+        let mut holders: Vec<(&str, u64)> = Vec::new();
+        for (hub, clients) in cores.hubs.iter_mut().zip(&clients) {
+            let members: Vec<ConnKey> =
+                hub.router.members(b"den").map(|m| m.iter().map(|m| m.conn).collect()).unwrap_or_default();
+            for (key, name) in clients {
+                let session = hub.conn_mut(*key).unwrap().session_id();
+                if members.contains(key) {
+                    holders.push((name, session));
+                }
+            }
+        }
+        holders.sort_unstable();
+        let mut names: Vec<&str> = holders.iter().map(|(name, _)| *name).collect();
+        names.dedup();
+        proptest::prop_assert_eq!(names.len(), holders.len(), "one holder per name: {:?}", holders);
+        for core in 0..2 {
+            let mut listed: Vec<(&str, u64)> = cores.hubs[core]
+                .presence
+                .members(b"den")
+                .map(|e| (if &e.name[..] == b"alice" { "alice" } else { "bob" }, e.session_id))
+                .collect();
+            listed.sort_unstable();
+            proptest::prop_assert_eq!(&listed, &holders, "core {} lists the holders", core);
+        }
+    }
 }

@@ -72,12 +72,12 @@ impl Source {
             Source::ClusterListener => CLUSTER_LISTENER,
             Source::Metrics(token) => token,
             Source::Conn(key) => {
-                assert!(key < CONN_TOKEN_END, "connection key {key} outside its token range");
-                Token(key)
+                assert!(key.index() < CONN_TOKEN_END, "connection key {key} outside its token range");
+                Token(key.index())
             }
             Source::Link(peer) => {
-                assert!(peer < LINK_TOKEN_END - CONN_TOKEN_END, "link {peer} outside its token range");
-                Token(CONN_TOKEN_END + peer)
+                assert!(peer.index() < LINK_TOKEN_END - CONN_TOKEN_END, "link {peer} outside its token range");
+                Token(CONN_TOKEN_END + peer.index())
             }
             Source::Dial(key) => {
                 assert!(key < DIAL_TOKEN_END - LINK_TOKEN_END, "dial {key} outside its token range");
@@ -95,8 +95,8 @@ impl Source {
             SIGNALS => Source::Signals,
             CLUSTER_LISTENER => Source::ClusterListener,
             token if MetricsEndpoint::owns(token) => Source::Metrics(token),
-            Token(t) if t < CONN_TOKEN_END => Source::Conn(t),
-            Token(t) if t < LINK_TOKEN_END => Source::Link(t - CONN_TOKEN_END),
+            Token(t) if t < CONN_TOKEN_END => Source::Conn(ConnKey::new(t)),
+            Token(t) if t < LINK_TOKEN_END => Source::Link(PeerId::new(t - CONN_TOKEN_END)),
             Token(t) if t < DIAL_TOKEN_END => Source::Dial(t - LINK_TOKEN_END),
             _ => return None,
         })
@@ -115,10 +115,10 @@ mod tests {
             Source::Waker,
             Source::Signals,
             Source::ClusterListener,
-            Source::Conn(0),
-            Source::Conn(CONN_TOKEN_END - 1),
-            Source::Link(0),
-            Source::Link(LINK_TOKEN_END - CONN_TOKEN_END - 1),
+            Source::Conn(ConnKey::new(0)),
+            Source::Conn(ConnKey::new(CONN_TOKEN_END - 1)),
+            Source::Link(PeerId::new(0)),
+            Source::Link(PeerId::new(LINK_TOKEN_END - CONN_TOKEN_END - 1)),
             Source::Dial(0),
             Source::Dial(DIAL_TOKEN_END - LINK_TOKEN_END - 1),
         ];
@@ -138,6 +138,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "outside its token range")]
     fn a_connection_key_beyond_its_range_is_a_programmer_error() {
-        let _ = Source::Conn(CONN_TOKEN_END).token();
+        let _ = Source::Conn(ConnKey::new(CONN_TOKEN_END)).token();
     }
 }

@@ -94,6 +94,23 @@ impl Node {
         Node { server, cluster }
     }
 
+    /// A node with `threads` reactors on fixed client (`listen`) and cluster addresses: a
+    /// restarted node comes back where its clients and peers found it before.
+    pub fn start_on(
+        threads: usize,
+        listen: SocketAddr,
+        cluster_listen: SocketAddr,
+        secret: &Path,
+        node_id: u16,
+        peers: &[SocketAddr],
+    ) -> Node {
+        let args = node_args(threads, &cluster_listen.to_string(), secret, node_id, peers, &[]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::start_listening_on(&listen.to_string(), &refs);
+        let cluster = cluster_addr(&server);
+        Node { server, cluster }
+    }
+
     /// Waits until the node's log shows `count` node links up (ups minus downs).
     pub fn wait_links_up(&self, count: usize) {
         let deadline = Instant::now() + MESH_TIMEOUT;

@@ -325,6 +325,27 @@ impl Client {
         }
     }
 
+    /// Joins `room` with `flags` (`JOIN_FLAG_*`) like [`Client::join`], but retries a `JOIN`
+    /// refused with `NAME_TAKEN` for up to [`crate::limits::NAME_TAKEN_RETRY_MAX`], backing
+    /// off: what a client that reconnects under its name does, while the server finds its old
+    /// session dead (a half-open connection is probed and closed) or hears that it left.
+    pub fn join_retrying(&mut self, room: &str, flags: u8) -> Result<(), ClientError> {
+        use crate::limits::{NAME_TAKEN_RETRY_DELAY_MAX, NAME_TAKEN_RETRY_DELAY_MIN, NAME_TAKEN_RETRY_MAX};
+        let started = std::time::Instant::now();
+        let mut delay = NAME_TAKEN_RETRY_DELAY_MIN;
+        loop {
+            match self.join_with(room, flags) {
+                Err(ClientError::Server { code, .. })
+                    if code == ErrorCode::NameTaken as u16 && started.elapsed() + delay <= NAME_TAKEN_RETRY_MAX =>
+                {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(NAME_TAKEN_RETRY_DELAY_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn join_with(&mut self, room: &str, flags: u8) -> Result<(), ClientError> {
         let room = Bytes::copy_from_slice(room.as_bytes());
         self.sender.send(&ClientFrame::Join { flags, room: room.clone() })?;

@@ -42,11 +42,15 @@ pub enum ErrorCode {
     NotAMember = 258,
     /// `JOIN` of a room the connection is already in.
     AlreadyAMember = 259,
+    /// `JOIN` of a room where another member connected to this node holds the connection's
+    /// name (retry: a stale holder is probed and closed), or this member lost a same-name race
+    /// between two cores and was taken out of the room.
+    NameTaken = 260,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation checks.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::MalformedFrame,
         Self::FrameTooLarge,
         Self::UnknownFrameType,
@@ -65,6 +69,7 @@ impl ErrorCode {
         Self::TooManyRooms,
         Self::NotAMember,
         Self::AlreadyAMember,
+        Self::NameTaken,
     ];
 
     /// Fatal codes close the connection; request errors (256 and up) leave it open.
@@ -93,6 +98,7 @@ impl ErrorCode {
             Self::TooManyRooms => "TOO_MANY_ROOMS",
             Self::NotAMember => "NOT_A_MEMBER",
             Self::AlreadyAMember => "ALREADY_A_MEMBER",
+            Self::NameTaken => "NAME_TAKEN",
         }
     }
 

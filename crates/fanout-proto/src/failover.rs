@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::client::{Client, ClientError, ClientOptions, Event, Sender};
-use crate::codec::{Members, RoomList, Welcome};
+use crate::codec::{Members, RoomList, Welcome, JOIN_FLAG_PRESENCE, JOIN_FLAG_SEND_ONLY};
 use crate::rng::{OsRandom, RandomSource, Rng};
 
 /// Codes below this are fatal: the server closes the connection after the `ERROR`.
@@ -258,7 +258,7 @@ impl FailoverClient {
     /// Joins `room` with presence (see [`Client::join_watching`]): its `MEMBERS` and later
     /// `PRESENCE` events arrive from [`FailoverClient::next_event`], and again after a failover.
     pub fn join_watching(&mut self, room: &str) -> Result<(), FailoverError> {
-        self.with_conn(|conn| conn.join_watching(room))?;
+        self.with_conn(|conn| conn.join_retrying(room, JOIN_FLAG_PRESENCE))?;
         self.remember(Membership { room: room.to_string(), send_only: false, watching: true });
         Ok(())
     }
@@ -274,7 +274,8 @@ impl FailoverClient {
     }
 
     fn join_with(&mut self, room: &str, send_only: bool) -> Result<(), FailoverError> {
-        self.with_conn(|conn| if send_only { conn.join_send_only(room) } else { conn.join(room) })?;
+        let flags = if send_only { JOIN_FLAG_SEND_ONLY } else { 0 };
+        self.with_conn(|conn| conn.join_retrying(room, flags))?;
         self.remember(Membership { room: room.to_string(), send_only, watching: false });
         Ok(())
     }
@@ -450,13 +451,15 @@ fn connect_and_rejoin(
     let mut conn = Client::connect_with(addr, name, options)?;
     conn.set_read_timeout(Some(timeout))?;
     for m in rooms {
-        if m.send_only {
-            conn.join_send_only(&m.room)?;
+        // Under the same name: the old session may still hold it for a moment.
+        let flags = if m.send_only {
+            JOIN_FLAG_SEND_ONLY
         } else if m.watching {
-            conn.join_watching(&m.room)?;
+            JOIN_FLAG_PRESENCE
         } else {
-            conn.join(&m.room)?;
-        }
+            0
+        };
+        conn.join_retrying(&m.room, flags)?;
     }
     Ok(conn)
 }

@@ -26,6 +26,17 @@ pub const FRAME_BODY_BYTES_MAX: usize = PAYLOAD_BYTES_MAX + 1024;
 /// Longest line a line-mode client may send, newline excluded.
 pub const LINE_BYTES_MAX: usize = 4096;
 
+/// How long a client that reconnects under its name keeps retrying a `JOIN` refused with
+/// `NAME_TAKEN` (its old session may still hold the name until the server has found it dead),
+/// with [`NAME_TAKEN_RETRY_DELAY_MIN`]..[`NAME_TAKEN_RETRY_DELAY_MAX`] between tries.
+pub const NAME_TAKEN_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// First pause before retrying a `JOIN` refused with `NAME_TAKEN`; it doubles up to the max.
+pub const NAME_TAKEN_RETRY_DELAY_MIN: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Longest pause between two retries of a `JOIN` refused with `NAME_TAKEN`.
+pub const NAME_TAKEN_RETRY_DELAY_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Longest text in an `ERROR` frame; longer text is cut.
 pub const ERROR_TEXT_BYTES_MAX: usize = 256;
 

@@ -7,7 +7,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{frame_type, put_header, PresenceEvent, RawFrame};
+use super::{frame_type, put_header, PresenceKind, RawFrame};
 use crate::error::DecodeError;
 use crate::limits::{HEADER_BYTES, ROOM_NAME_BYTES_MAX, USER_NAME_BYTES_MAX};
 
@@ -39,7 +39,7 @@ pub const MAC_BYTES: usize = 32;
 pub const NODES_PER_FRAME_MAX: usize = 1024;
 
 /// Version of the peer-link frames.
-pub const LINK_VERSION: u8 = 1;
+pub const LINK_VERSION: u8 = 2;
 
 /// The fields of `LINK_HELLO`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +85,8 @@ pub enum PeerFrame {
         /// The `MESSAGE` body to deliver.
         body: Bytes,
     },
-    /// A presence change at the sender (or relayed by it); the body of a client `PRESENCE`.
-    Presence(PresenceEvent),
+    /// A presence change at the sender (or relayed by it), with its owner's version.
+    Presence(PeerPresence),
     /// Keepalive probe.
     Ping(u64),
     /// Keepalive answer.
@@ -166,14 +166,28 @@ impl PeerFrame {
                 Self::Forward { room, body }
             }
             peer_type::PRESENCE => {
-                let event = super::parse_presence(body)?;
+                if body.len() < 8 {
+                    return Err(DecodeError::Malformed("PRESENCE is too short"));
+                }
+                let version = body.get_u64();
+                let probe = body.first() == Some(&PROBE_KIND);
+                let event = if probe {
+                    // The client kinds end at 4: parse the rest as if it were one of them.
+                    let mut body = BytesMut::from(&body[..]);
+                    body[0] = PresenceKind::Joined as u8;
+                    super::parse_presence(body.freeze())?
+                } else {
+                    super::parse_presence(body)?
+                };
                 if event.room.is_empty() || event.room.len() > ROOM_NAME_BYTES_MAX {
                     return Err(DecodeError::Malformed("PRESENCE.room length"));
                 }
                 if event.name.is_empty() || event.name.len() > USER_NAME_BYTES_MAX {
                     return Err(DecodeError::Malformed("PRESENCE.name length"));
                 }
-                Self::Presence(event)
+                let kind = if probe { PeerPresenceKind::Probe } else { PeerPresenceKind::Change(event.kind) };
+                let (session_id, room, name) = (event.session_id, event.room, event.name);
+                Self::Presence(PeerPresence { version, kind, session_id, room, name })
             }
             frame_type::PING => Self::Ping(exact_u64(body, "PING")?),
             frame_type::PONG => Self::Pong(exact_u64(body, "PONG")?),
@@ -214,13 +228,73 @@ impl PeerFrame {
             Self::Interest { add, token, room } => encode_interest(dst, *add, *token, room),
             Self::InterestAck(token) => super::encode_nonce(dst, peer_type::INTEREST_ACK, *token),
             Self::Forward { body, .. } => encode_forward(dst, body),
-            Self::Presence(p) => {
-                super::encode_presence_as(dst, peer_type::PRESENCE, p.kind, p.session_id, &p.room, &p.name);
-            }
+            Self::Presence(p) => encode_presence(dst, p.version, p.kind, p.session_id, &p.room, &p.name),
             Self::Ping(nonce) => super::encode_nonce(dst, frame_type::PING, *nonce),
             Self::Pong(nonce) => super::encode_nonce(dst, frame_type::PONG, *nonce),
         }
     }
+}
+
+/// The wire `kind` of a peer `PRESENCE` that asks for a probe (client kinds end at 4).
+const PROBE_KIND: u8 = 5;
+
+/// What a peer `PRESENCE` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerPresenceKind {
+    /// A member joined, left, was lost or renamed (the client `PRESENCE` kinds 1-4).
+    Change(PresenceKind),
+    /// Kind 5, peer links only: someone asked the sender for this member's name; the member's
+    /// own core is to check it is alive (a `PING` it must answer in time). `version` is 0.
+    Probe,
+}
+
+impl From<PresenceKind> for PeerPresenceKind {
+    fn from(kind: PresenceKind) -> Self {
+        Self::Change(kind)
+    }
+}
+
+impl PeerPresenceKind {
+    /// The byte on the wire.
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Change(kind) => kind as u8,
+            Self::Probe => PROBE_KIND,
+        }
+    }
+}
+
+/// The fields of a peer `PRESENCE`: the owner's version of the change, then exactly a client
+/// `PRESENCE` body (flat, so code that reads `kind`, `room` and `name` reads either).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerPresence {
+    /// The owner's version of this change: for one member, the highest version wins.
+    pub version: u64,
+    /// What happened (or a probe request).
+    pub kind: PeerPresenceKind,
+    /// The member's session id.
+    pub session_id: u64,
+    /// The room.
+    pub room: Bytes,
+    /// The member's name (the new one for a rename).
+    pub name: Bytes,
+}
+
+/// Appends a peer `PRESENCE` frame: `version`, then a client `PRESENCE` body.
+pub fn encode_presence(
+    dst: &mut BytesMut,
+    version: u64,
+    kind: PeerPresenceKind,
+    session_id: u64,
+    room: &[u8],
+    name: &[u8],
+) {
+    put_header(dst, peer_type::PRESENCE, 8 + 1 + 8 + 1 + room.len() + 1 + name.len());
+    dst.put_u64(version);
+    dst.put_u8(kind.to_u8());
+    dst.put_u64(session_id);
+    super::put_short_str(dst, room);
+    super::put_short_str(dst, name);
 }
 
 /// Longest DNS name a cluster address may carry (RFC 1035), before its `:port`.
@@ -347,11 +421,19 @@ mod tests {
             PeerFrame::Interest { add: true, token: 42, room: Bytes::from_static(b"room") },
             PeerFrame::Interest { add: false, token: 0, room: Bytes::from_static(b"r") },
             PeerFrame::InterestAck(42),
-            PeerFrame::Presence(PresenceEvent {
-                kind: crate::codec::PresenceKind::Lost,
+            PeerFrame::Presence(PeerPresence {
+                version: 1 << 52 | 5,
+                kind: PeerPresenceKind::Change(crate::codec::PresenceKind::Lost),
                 session_id: 77,
                 room: Bytes::from_static(b"room"),
                 name: Bytes::from_static(b"bob"),
+            }),
+            PeerFrame::Presence(PeerPresence {
+                version: 0,
+                kind: PeerPresenceKind::Probe,
+                session_id: 1 << 40 | 3,
+                room: Bytes::from_static(b"den"),
+                name: Bytes::from_static(b"alice"),
             }),
             PeerFrame::Forward { room: Bytes::from_static(b"room"), body },
             PeerFrame::Ping(1),
