@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::payload::STAMP_BYTES;
+use super::sweep::SweepArgs;
 use fanout_proto::limits::TOKEN_BYTES_MAX;
 
 /// Largest payload the bench sends: fanout's payload limit, and well under NATS' and Redis'.
@@ -106,6 +107,9 @@ pub struct BenchArgs {
     /// Redis targets ignore it).
     #[arg(long, env = "FANOUT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The flags of `--sweep`, which raises the rate step by step to find the sustained load.
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 }
 
 /// A run, checked: what every thread needs to know, shared read-only.
@@ -266,6 +270,7 @@ mod tests {
             server_pid: None,
             json: false,
             token: None,
+            sweep: SweepArgs::default(),
         }
     }
 
