@@ -62,12 +62,15 @@ sweep_server() {
   stop_server
 }
 
-# The sustained rate of server $1 (empty if none).
-sustained_of() {
+# The field $2 of server $1's closing JSON line (empty if none or null).
+closing_field() {
   local value
-  value=$(json_field sustained_per_sec "$(grep sustained_per_sec "$OUT/$1.jsonl" | tail -n 1)")
+  value=$(json_field "$2" "$(grep sustained_per_sec "$OUT/$1.jsonl" | tail -n 1)")
   [ "$value" = null ] || echo "$value"
 }
+
+# The sustained rate of server $1 (empty if none).
+sustained_of() { closing_field "$1" sustained_per_sec; }
 
 # Every step of every server under one header, then each server's closing sentence.
 write_steps_table() {
@@ -85,7 +88,8 @@ write_steps_table() {
   } >"$OUT/steps.md"
 }
 
-# One line per server: sustained msgs/s and deliveries/s, and fanout's ratio to the better peer.
+# One line per server: sustained msgs/s and deliveries/s, and its ratio to the better peer; "≥"
+# where the sweep ended (out of steps or time) before a step failed twice.
 write_summary_table() {
   local server best_peer=0 rate
   for server in nats redis; do
@@ -103,9 +107,10 @@ write_summary_table() {
         echo "| $server | none | - | - |"
         continue
       fi
-      local ratio="-"
+      local ratio="-" at_least=""
       [ "$best_peer" = 0 ] || ratio=$(awk -v r="$rate" -v p="$best_peer" 'BEGIN { printf "%.2f", r / p }')
-      echo "| $server | $(group "$rate") | $(group $((rate * SUBSCRIBERS))) | $ratio |"
+      [ "$(closing_field "$server" stop 2>/dev/null || true)" = '"failed_twice"' ] || at_least="≥ "
+      echo "| $server | $at_least$(group "$rate") | $at_least$(group $((rate * SUBSCRIBERS))) | $ratio |"
     done
   } >"$OUT/summary.md"
 }
@@ -130,6 +135,7 @@ set title "p99 latency against offered load: 1 room, $(group "$SUBSCRIBERS") sub
 set xlabel 'offered load, msgs/s published (x $(group "$SUBSCRIBERS") deliveries each)'
 set ylabel 'p99 latency, ms'
 set logscale xy
+set yrange [*:$(cat "$OUT"/*.dat | awk -v m="$P99_MS" '$2 > m { m = $2 } END { print m * 2 }')]
 set grid
 set key top left
 plot ${joined} $P99_MS with lines dashtype 2 linecolor rgb 'gray' title '$P99_MS ms bound'
