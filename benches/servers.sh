@@ -69,7 +69,9 @@ start_server() {
   local name=$1 port
   port=$(port_of "$name")
   if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
-    log "$HOST:$port is already in use: stop whatever listens there, or set ${name^^}_PORT"
+    local variable
+    variable=$(protocol_of "$name")
+    log "$HOST:$port is already in use: stop whatever listens there, or set ${variable^^}_PORT"
     return 1
   fi
   case $name in

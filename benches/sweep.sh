@@ -11,7 +11,7 @@
 # DURATION [3] and WARMUP [1] seconds per step, THREADS [2] bench client threads, START [100]
 # msgs/s, FACTOR [1.25] between steps, STEPS [24] at most, P99_MS [10], SWEEP_SECONDS [300] per
 # server, SERVERS ["fanout fanout-mt nats redis"], OUT [target/sweep/<date>], PNG
-# [$OUT/p99-vs-load.png], and the ports of benches/servers.sh.
+# [$OUT/p99-vs-load.png], FANOUT_PORT [17401], NATS_PORT [17423], REDIS_PORT [17380].
 #
 # Servers are started here, on 127.0.0.1 only, one at a time and fresh for each sweep (never
 # through systemd), with the settings in benches/servers.sh, and stopped after it, also on
@@ -38,6 +38,10 @@ read -r -a SERVERS <<<"${SERVERS:-fanout fanout-mt nats redis}"
 OUT=${OUT:-target/sweep/$(date +%Y%m%d-%H%M%S)}
 PNG=${PNG:-$OUT/p99-vs-load.png}
 BENCH=target/release/fanout
+# Ports of their own, so that a compare.sh run elsewhere on the machine does not stop this one.
+FANOUT_PORT=${FANOUT_PORT:-17401}
+NATS_PORT=${NATS_PORT:-17423}
+REDIS_PORT=${REDIS_PORT:-17380}
 
 # shellcheck source=benches/servers.sh
 . benches/servers.sh
@@ -155,6 +159,7 @@ main() {
   for server in "${SERVERS[@]}"; do
     sweep_server "$server"
   done
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt" >&2
   write_steps_table
   write_summary_table
   plot
