@@ -82,7 +82,8 @@ pub struct BenchArgs {
     /// Payload bytes per message (at least 21: timestamp, publisher id, sequence, flags).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// Total publish rate in messages per second over all publishers; 0 = as fast as the window allows.
+    /// Total publish rate in messages per second over all publishers, spread evenly over time
+    /// (each publisher offset by its share of the period); 0 = as fast as the window allows.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Messages per publisher not yet delivered to all its room's subscribers; 0 = automatic.

@@ -20,7 +20,9 @@
 //!
 //! Without `--rate`, each publisher sends as fast as a window allows: at most `--window`
 //! messages not yet delivered to every subscriber of its room (tracked with shared counters),
-//! so no server is pushed into cutting slow consumers and queues stay bounded.
+//! so no server is pushed into cutting slow consumers and queues stay bounded. With `--rate`,
+//! the publishers' schedules are offset from one another (publisher `p` of `n` by `p / n` of its
+//! period), so together they offer an even stream rather than `n` messages at once.
 //!
 //! With `--sweep`, the bench makes a series of fixed-rate runs at rising rates and reports the
 //! highest one each server sustains with p99 under a bound and nothing lost (the `sweep`
