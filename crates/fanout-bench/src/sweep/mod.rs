@@ -196,3 +196,64 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::Protocol;
+
+    fn args() -> BenchArgs {
+        BenchArgs {
+            addr: "127.0.0.1:1".into(),
+            protocol: Protocol::Redis,
+            subscribers: 10,
+            publishers: 3,
+            rooms: 2,
+            size: 64,
+            rate: 0,
+            window: 0,
+            duration: 1.0,
+            warmup: 0.0,
+            threads: 2,
+            server_pid: None,
+            json: false,
+            token: None,
+            sweep: SweepArgs {
+                sweep: true,
+                sweep_start: 100,
+                sweep_factor: 2.0,
+                sweep_steps: 3,
+                ..SweepArgs::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_plan_has_its_rates_its_fan_out_and_a_label() {
+        let plan = SweepPlan::new(&args()).expect("valid");
+        assert_eq!(plan.rates, [100, 200, 400]);
+        // Publishers 0 and 2 publish to room 0 (5 subscribers), publisher 1 to room 1 (5).
+        assert_eq!(plan.fan_out, 5.0);
+        assert_eq!(plan.label, "redis");
+        assert_eq!(plan.time_max, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn a_sweep_with_a_fixed_rate_or_bad_bounds_is_refused() {
+        for change in [
+            (|a: &mut BenchArgs| a.rate = 10) as fn(&mut BenchArgs),
+            |a| a.sweep.sweep_start = 0,
+            |a| a.sweep.sweep_factor = 1.01,
+            |a| a.sweep.sweep_factor = f64::NAN,
+            |a| a.sweep.sweep_steps = 0,
+            |a| a.sweep.sweep_steps = STEPS_MAX + 1,
+            |a| a.sweep.sweep_p99_ms = 0.0,
+            |a| a.sweep.sweep_seconds = -1.0,
+            |a| a.publishers = 0,
+        ] {
+            let mut a = args();
+            change(&mut a);
+            assert!(SweepPlan::new(&a).is_err());
+        }
+    }
+}
