@@ -44,7 +44,8 @@ const RATE_MAX: u64 = 100_000_000;
 /// Longest sweep, in seconds.
 const SWEEP_SECONDS_MAX: f64 = 4.0 * 3600.0;
 
-/// First step's rate unless told, msgs/s: every server here manages it on a 1,000-subscriber room.
+/// First step's rate unless told, msgs/s: a twentieth of the rate at which every server here
+/// saturates a core on a 1,000-subscriber room (about 2,000 msgs/s on a quiet 2-core VM).
 const START_DEFAULT: u64 = 100;
 
 /// Factor between steps unless told: a 25 % resolution, ten steps per decade.
