@@ -11,14 +11,8 @@
 # FANOUT_PORT / NATS_PORT / REDIS_PORT (defaults 17400 / 17422 / 17379), OUT (results folder).
 #
 # Servers are started here, by this script, on 127.0.0.1 only, one at a time and fresh for each
-# run (never through systemd), and stopped again, also on error or Ctrl-C:
-#   fanout  fanout serve --listen 127.0.0.1:PORT (defaults: 4 MiB output limit per connection)
-#   NATS    nats-server -a 127.0.0.1 -p PORT (defaults: 64 MiB pending limit per connection)
-#   Redis   redis-server --port PORT --save '' --appendonly no
-#                        --client-output-buffer-limit "pubsub 0 0 0"
-#           Redis' default pub/sub output limit (32 MiB hard, 8 MiB for 60 s) disconnects
-#           subscribers that fall behind; "0 0 0" disables it, so Redis is measured on
-#           delivering, like the others, and not on dropping clients.
+# run (never through systemd), and stopped again, also on error or Ctrl-C; their settings are
+# in benches/servers.sh.
 # Every step has a time limit, so the whole script is bounded (about 15 x (DURATION + WARMUP +
 # 5) s when all goes well; at most 15 x (DURATION + WARMUP + 80) s plus the build).
 set -euo pipefail
@@ -28,10 +22,6 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 THREADS=${THREADS:-2}
-HOST=127.0.0.1
-FANOUT_PORT=${FANOUT_PORT:-17400}
-NATS_PORT=${NATS_PORT:-17422}
-REDIS_PORT=${REDIS_PORT:-17379}
 OUT=${OUT:-target/compare/$(date +%Y%m%d-%H%M%S)}
 BENCH=target/release/fanout
 # fanout runs twice: with one reactor (like Redis, single-threaded) and with one per core (the
@@ -48,78 +38,8 @@ WORKLOADS=(
   "5|100 rooms x 20 subs x 1 pub x 64 B|--rooms 100 --subscribers 2000 --publishers 100 --size 64"
 )
 
-log() { printf '%s\n' "$*" >&2; }
-
-# Group digits: 1234567 -> 1,234,567.
-group() { sed -e ':a' -e 's/\B[0-9]\{3\}\>/,&/' -e 'ta' <<<"$1"; }
-
-install_servers() {
-  local missing=()
-  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-  command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing ${missing[*]} from the Debian packages"
-  local sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  export DEBIAN_FRONTEND=noninteractive
-  if ! timeout 900 "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >&2; then
-    timeout 600 "${sudo[@]}" apt-get update -qq >&2
-    timeout 900 "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >&2
-  fi
-}
-
-SERVER_PID=""
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  kill "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -9 "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
-}
-trap stop_server EXIT
-trap 'stop_server; exit 130' INT TERM
-
-port_of() {
-  case $1 in fanout | fanout-mt) echo "$FANOUT_PORT" ;; nats) echo "$NATS_PORT" ;; redis) echo "$REDIS_PORT" ;; esac
-}
-
-# Starts server $1 in the background and waits (10 s at most) until its port accepts.
-start_server() {
-  local name=$1 port
-  port=$(port_of "$name")
-  if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
-    log "$HOST:$port is already in use: stop whatever listens there, or set ${name^^}_PORT"
-    return 1
-  fi
-  case $name in
-    fanout) "$BENCH" serve --listen "$HOST:$port" --threads 1 --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
-    fanout-mt) "$BENCH" serve --listen "$HOST:$port" --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
-    nats) nats-server -a "$HOST" -p "$port" >>"$OUT/$name.log" 2>&1 & ;;
-    redis)
-      redis-server --bind "$HOST" --port "$port" --save '' --appendonly no \
-        --client-output-buffer-limit "pubsub 0 0 0" --daemonize no >>"$OUT/$name.log" 2>&1 &
-      ;;
-  esac
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
-      return 0
-    fi
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  log "$name did not start on $HOST:$port (see $OUT/$name.log)"
-  return 1
-}
-
-# json_field KEY FILE: the value of "KEY" in the bench's JSON line (the last line of FILE).
-json_field() {
-  tail -n 1 "$2" | grep -o "\"$1\":[^,}]*" | head -n 1 | cut -d: -f2
-}
+# shellcheck source=benches/servers.sh
+. benches/servers.sh
 
 main() {
   mkdir -p "$OUT"
@@ -131,13 +51,7 @@ main() {
     log "warning: ulimit -n is $(ulimit -n); workload 5 needs about 2,100 descriptors per side"
   fi
 
-  local cpu
-  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-  {
-    echo "machine: $(nproc) CPUs, ${cpu:-unknown CPU}, $(uname -sr), $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB"}')"
-    echo "servers: fanout $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nats-server --version 2>&1 | head -n1), $(redis-server --version | cut -d' ' -f1-3)"
-    echo "runs: ${DURATION} s measured after ${WARMUP} s warm-up, ${THREADS} bench threads, loopback; results in $OUT"
-  } | tee "$OUT/machine.txt" >&2
+  describe_machine "${DURATION} s measured after ${WARMUP} s warm-up, ${THREADS} bench threads, loopback"
 
   local rows=()
   for workload in "${WORKLOADS[@]}"; do
@@ -151,12 +65,14 @@ main() {
         continue
       fi
       # shellcheck disable=SC2086 # flags are words on purpose
-      if timeout $((DURATION + WARMUP + 60)) "$BENCH" bench --protocol "${server%-mt}" --addr "$HOST:$(port_of "$server")" \
+      if timeout $((DURATION + WARMUP + 60)) "$BENCH" bench --protocol "$(protocol_of "$server")" --addr "$HOST:$(port_of "$server")" \
         $flags --duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" \
         --server-pid "$SERVER_PID" --json >"$file" 2>"$file.err" && tail -n 1 "$file" | grep -q '^{'; then
-        row=$(awk -v d="$(json_field delivered "$file")" -v r="$(json_field delivered_per_sec "$file")" \
-          -v p="$(json_field p99 "$file")" -v l="$(json_field lost "$file")" \
-          -v s="$(json_field server_cpu_s "$file")" -v b="$(json_field bench_cpu_s "$file")" 'BEGIN {
+        local json
+        json=$(tail -n 1 "$file")
+        row=$(awk -v d="$(json_field delivered "$json")" -v r="$(json_field delivered_per_sec "$json")" \
+          -v p="$(json_field p99 "$json")" -v l="$(json_field lost "$json")" \
+          -v s="$(json_field server_cpu_s "$json")" -v b="$(json_field bench_cpu_s "$json")" 'BEGIN {
             per = (s == "null" || d == 0) ? "-" : sprintf("%.2f", s / (d / 1e6));
             bper = (b == "null" || d == 0) ? "-" : sprintf("%.2f", b / (d / 1e6));
             printf "%.0f|%.0f|%d|%s|%s", r, p, l, per, bper }')

@@ -1,5 +1,6 @@
 //! `fanout bench` against a live server: exact accounting and a valid JSON summary line, also
-//! against a server that wants a token.
+//! against a server that wants a token; `--sweep` steps through its rates and names the
+//! highest one sustained.
 
 mod support;
 
@@ -81,6 +82,55 @@ fn bench_presents_its_token_to_a_server_started_with_a_token_file() {
     let text = format!("{}{}", String::from_utf8_lossy(&refused.stdout), String::from_utf8_lossy(&refused.stderr));
     assert!(text.contains("UNAUTHORIZED"), "unclear failure without a token: {text}");
     let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_sweep_raises_the_rate_step_by_step_and_names_the_highest_sustained() {
+    let server = Server::start(&[]);
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["bench", "--addr", &server.addr().to_string(), "--subscribers", "3", "--publishers", "1"])
+        .args(["--size", "32", "--duration", "1", "--warmup", "0", "--json", "--label", "loopback"])
+        // The p99 bound is a minute: a step here fails only on loss, never on speed.
+        .args([
+            "--sweep",
+            "--sweep-start",
+            "50",
+            "--sweep-factor",
+            "2",
+            "--sweep-steps",
+            "2",
+            "--sweep-p99-ms",
+            "60000",
+        ])
+        .output()
+        .expect("run fanout bench --sweep");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "sweep failed: {stderr}\n{stdout}");
+    let lines: Vec<Json> = stdout.lines().map(Json::parse).collect();
+    assert_eq!(lines.len(), 3, "two steps and the summary:\n{stdout}");
+    for (step, offered) in [(0, 50), (1, 100)] {
+        let line = &lines[step];
+        assert_eq!((line.text("label"), line.text("protocol")), ("loopback", "fanout"));
+        assert_eq!((line.int("step"), line.int("attempt"), line.int("offered_per_sec")), (step as u64, 1, offered));
+        assert_eq!(line.int("offered_deliveries_per_sec"), offered * 3);
+        assert_eq!((line.int("lost"), line.int("wrong"), line.int("disconnects")), (0, 0, 0));
+        assert_eq!((line.get("pass"), line.text("verdict")), (&Json::Bool(true), "pass"));
+    }
+    assert_eq!(lines[2].int("sustained_per_sec"), 100);
+    assert_eq!(lines[2].int("sustained_deliveries_per_sec"), 300);
+    assert_eq!(lines[2].text("stop"), "all_passed");
+    // The table goes to stderr: a header, a row per step, and the closing sentence.
+    let rows: Vec<&str> = stderr.lines().filter(|l| l.starts_with("| loopback | ")).collect();
+    assert_eq!(rows.len(), 2, "{stderr}");
+    assert!(rows[0].starts_with("| loopback | 50 | 150 | ") && rows[0].ends_with(" | pass |"), "{}", rows[0]);
+    assert!(
+        stderr.contains(
+            "loopback sustains 100 msgs/s (300 deliveries/s) with p99 under 60000 ms and nothing lost; \
+         every step passed"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

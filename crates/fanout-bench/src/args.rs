@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::payload::STAMP_BYTES;
+use super::sweep::SweepArgs;
 use fanout_proto::limits::TOKEN_BYTES_MAX;
 use fanout_proto::tls::ClientTls;
 
@@ -83,7 +84,8 @@ pub struct BenchArgs {
     /// Payload bytes per message (at least 21: timestamp, publisher id, sequence, flags).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// Total publish rate in messages per second over all publishers; 0 = as fast as the window allows.
+    /// Total publish rate in messages per second over all publishers, spread evenly over time
+    /// (each publisher offset by its share of the period); 0 = as fast as the window allows.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Messages per publisher not yet delivered to all its room's subscribers; 0 = automatic.
@@ -125,6 +127,9 @@ pub struct BenchArgs {
     /// The name the server's certificate must hold (default: --addr's host).
     #[arg(long, value_name = "NAME")]
     pub tls_server_name: Option<String>,
+    /// The flags of `--sweep`, which raises the rate step by step to find the sustained load.
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 }
 
 /// A run, checked: what every thread needs to know, shared read-only.
@@ -305,6 +310,7 @@ mod tests {
             tls_cert: None,
             tls_key: None,
             tls_server_name: None,
+            sweep: SweepArgs::default(),
         }
     }
 

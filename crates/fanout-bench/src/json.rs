@@ -49,6 +49,13 @@ impl JsonObject {
         self
     }
 
+    /// A boolean field.
+    pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        self.key(key);
+        self.text.push_str(if value { "true" } else { "false" });
+        self
+    }
+
     /// A string field.
     pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key);
@@ -110,8 +117,16 @@ mod tests {
         let mut inner = JsonObject::default();
         inner.num("p50", 12.3456).num("bad", f64::NAN);
         let mut o = JsonObject::default();
-        o.int("n", 7).str("s", "a\"b\\c\n\u{1}").opt_num("x", None).opt_str("e", None).object("o", inner);
-        assert_eq!(o.finish(), r#"{"n":7,"s":"a\"b\\c\n\u0001","x":null,"e":null,"o":{"p50":12.346,"bad":null}}"#);
+        o.int("n", 7)
+            .bool("b", true)
+            .str("s", "a\"b\\c\n\u{1}")
+            .opt_num("x", None)
+            .opt_str("e", None)
+            .object("o", inner);
+        assert_eq!(
+            o.finish(),
+            r#"{"n":7,"b":true,"s":"a\"b\\c\n\u0001","x":null,"e":null,"o":{"p50":12.346,"bad":null}}"#
+        );
         assert_eq!(JsonObject::default().finish(), "{}");
     }
 }

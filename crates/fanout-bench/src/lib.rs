@@ -20,7 +20,13 @@
 //!
 //! Without `--rate`, each publisher sends as fast as a window allows: at most `--window`
 //! messages not yet delivered to every subscriber of its room (tracked with shared counters),
-//! so no server is pushed into cutting slow consumers and queues stay bounded.
+//! so no server is pushed into cutting slow consumers and queues stay bounded. With `--rate`,
+//! the publishers' schedules are offset from one another (publisher `p` of `n` by `p / n` of its
+//! period), so together they offer an even stream rather than `n` messages at once.
+//!
+//! With `--sweep`, the bench makes a series of fixed-rate runs at rising rates and reports the
+//! highest one each server sustains with p99 under a bound and nothing lost (the `sweep`
+//! module; `benches/sweep.sh` runs it against fanout, NATS and Redis and plots the result).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -33,6 +39,7 @@ mod payload;
 mod report;
 mod run;
 mod shared;
+mod sweep;
 mod track;
 mod wire;
 mod worker;
@@ -40,3 +47,4 @@ mod worker;
 pub use args::{BenchArgs, Protocol};
 pub use report::Report;
 pub use run::{measure, run};
+pub use sweep::SweepArgs;

@@ -127,8 +127,40 @@ impl Report {
         self.counters.unique.saturating_sub(self.expected)
     }
 
-    fn latency_us(&self, quantile: f64) -> f64 {
+    /// Latency at `quantile` (0.5 for the median), in microseconds.
+    pub fn latency_us(&self, quantile: f64) -> f64 {
         self.latency.quantile(quantile) as f64 / 1000.0
+    }
+
+    /// Messages published per second of the measured window.
+    pub fn published_per_sec(&self) -> f64 {
+        self.per_second(self.published)
+    }
+
+    /// Deliveries per second of the measured window, duplicates included.
+    pub fn delivered_per_sec(&self) -> f64 {
+        self.per_second(self.counters.delivered)
+    }
+
+    /// Publisher windows reset after stalling: their messages were lost or very late.
+    pub fn window_stalls(&self) -> u64 {
+        self.counters.window_stalls
+    }
+
+    /// The server's CPU time over the measured window and the drain, as a share of that span
+    /// (1.0 = one core busy); `None` without a readable `--server-pid`.
+    pub fn server_cpu_share(&self) -> Option<f64> {
+        self.timing.server_cpu_s.map(|s| s / self.cpu_span_s())
+    }
+
+    /// The bench's own CPU share over the same span as [`Report::server_cpu_share`].
+    pub fn bench_cpu_share(&self) -> Option<f64> {
+        self.timing.bench_cpu_s.map(|s| s / self.cpu_span_s())
+    }
+
+    /// Seconds over which the CPU times were taken: the measured window and the drain.
+    fn cpu_span_s(&self) -> f64 {
+        (self.timing.measured + self.timing.drain).as_secs_f64().max(1e-9)
     }
 
     /// The summary table.

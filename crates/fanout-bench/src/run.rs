@@ -12,6 +12,7 @@ use super::args::{BenchArgs, Plan};
 use super::cpu::cpu_seconds;
 use super::report::{expected_deliveries, group_f, Report, Timing};
 use super::shared::{Phase, Shared};
+use super::sweep;
 use super::worker::{ConnSpec, ThreadReport, Worker};
 
 /// Longest set-up (connect, join, subscribe) before the run is abandoned.
@@ -28,7 +29,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs `fanout bench`: prints the summary table on stdout, or with `--json` only the JSON line
 /// on stdout (the table and progress then go to stderr, so `| jq` works); errors on stderr.
+/// With `--sweep`, a series of runs at rising rates instead (see the `sweep` module).
 pub fn run(args: BenchArgs) -> ExitCode {
+    if args.sweep.sweep {
+        return sweep::run(&args);
+    }
     match measure(&args) {
         Ok(report) => {
             if args.json {

@@ -144,6 +144,10 @@ struct Publisher {
     moved_at: Instant,
     /// Messages written off by window resets.
     forgiven: u64,
+    /// Where in its rate period this publisher sends, as a fraction: publisher `p` of `n` is
+    /// offset by `p / n`, so that together they offer an even stream at `--rate`, not `n`
+    /// messages at once every period.
+    phase: f64,
 }
 
 #[derive(Debug)]
@@ -222,6 +226,7 @@ impl Worker {
                     delivered_seen: 0,
                     moved_at: now,
                     forgiven: 0,
+                    phase: spec.index as f64 / plan.publishers as f64,
                 })
             } else {
                 Role::Subscriber(Subscriber { tracks: vec![SeqTracker::default(); plan.pubs_in_room(room)] })
@@ -482,14 +487,14 @@ fn allowance(
     let rate = plan.rate_per_publisher();
     if rate > 0.0 && messages > 0 {
         let elapsed_s = shared.now_ns().saturating_sub(shared.start_ns.load(Ordering::Acquire)) as f64 / 1e9;
-        let due_total = (elapsed_s * rate) as u64 + 1;
+        let due_total = due_by(elapsed_s, rate, publisher.phase);
         let backlog_max = ((RATE_BACKLOG.as_secs_f64() * rate) as u64).max(1);
         if due_total.saturating_sub(publisher.scheduled) > backlog_max {
             publisher.scheduled = due_total - backlog_max;
         }
         let due = due_total.saturating_sub(publisher.scheduled);
         if due == 0 {
-            let next_at_s = publisher.scheduled as f64 / rate;
+            let next_at_s = due_at_s(publisher.scheduled, rate, publisher.phase);
             wait = wait.min(Duration::from_secs_f64((next_at_s - elapsed_s).clamp(0.0, 1.0)));
         }
         messages = messages.min(due);
@@ -498,6 +503,22 @@ fn allowance(
         wait = wait.min(WINDOW_WAIT);
     }
     (Allowance { messages, stalled }, wait)
+}
+
+/// Messages due by `elapsed_s` from a publisher sending `rate` per second, offset by `phase`
+/// (a fraction of its period): message `k` (from 0) is due at `(k + phase) / rate`.
+fn due_by(elapsed_s: f64, rate: f64, phase: f64) -> u64 {
+    let periods = elapsed_s * rate - phase;
+    if periods < 0.0 {
+        0
+    } else {
+        periods as u64 + 1
+    }
+}
+
+/// When message `sent` (from 0) of that publisher is due, seconds from the start.
+fn due_at_s(sent: u64, rate: f64, phase: f64) -> f64 {
+    (sent as f64 + phase) / rate
 }
 
 /// Whether a non-blocking connect has finished; an error if it failed.
@@ -632,4 +653,31 @@ fn receive(payload: &[u8], received_ns: u64, room: usize, subscriber: &mut Subsc
         }
     }
     receipt.latency.record(received_ns.saturating_sub(stamp.send_ns));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishers_offset_by_their_phase_offer_an_even_stream() {
+        // 4 publishers at 10 msgs/s each: 40 msgs/s together, one every 25 ms.
+        let mut due_at_ms: Vec<u64> = (0..4)
+            .flat_map(|p| (0..3).map(move |k| (due_at_s(k, 10.0, f64::from(p) / 4.0) * 1000.0).round() as u64))
+            .collect();
+        due_at_ms.sort_unstable();
+        assert_eq!(due_at_ms, [0, 25, 50, 75, 100, 125, 150, 175, 200, 225, 250, 275]);
+    }
+
+    #[test]
+    fn a_message_is_due_from_its_time_on() {
+        let (rate, phase) = (10.0, 0.5);
+        assert_eq!(due_by(0.0, rate, phase), 0, "the first message waits for its phase");
+        assert_eq!(due_by(0.049, rate, phase), 0);
+        assert_eq!(due_by(0.051, rate, phase), 1);
+        assert_eq!(due_by(0.149, rate, phase), 1);
+        assert_eq!(due_by(0.151, rate, phase), 2);
+        assert_eq!(due_by(0.0, rate, 0.0), 1, "phase 0 sends at once");
+        assert!((due_at_s(1, rate, phase) - 0.15).abs() < 1e-12);
+    }
 }
