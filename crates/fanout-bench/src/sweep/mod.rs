@@ -219,6 +219,11 @@ mod tests {
             server_pid: None,
             json: false,
             token: None,
+            tls: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_server_name: None,
             sweep: SweepArgs {
                 sweep: true,
                 sweep_start: 100,
