@@ -49,6 +49,21 @@ const _: () = assert!(FLUSH_LINGER_MAX.as_micros() <= FLUSH_LINGER_CONFIG_MAX.as
 /// `--max-connections` plus this).
 pub const DESCRIPTORS_RESERVED: u64 = 256;
 
+/// Cores at or below which one reactor is the default: on such a machine a second reactor
+/// competes with the kernel's network processing (and any co-located clients) for the same
+/// cores, and measured slower than one on most workloads (README, Performance).
+pub const SINGLE_REACTOR_CORES_MAX: usize = 2;
+
+/// The default number of reactors on a machine with `cores` cores: one per core, or one on a
+/// machine of at most [`SINGLE_REACTOR_CORES_MAX`] cores.
+pub fn default_threads(cores: usize) -> usize {
+    if cores <= SINGLE_REACTOR_CORES_MAX {
+        1
+    } else {
+        cores
+    }
+}
+
 /// Default limit on concurrent client connections per server.
 pub const CONNECTIONS_MAX: usize = 100_000;
 
@@ -256,3 +271,14 @@ const _: () = assert!(
 );
 const _: () = assert!(INTROSPECTION_LIMIT_DEFAULT <= INTROSPECTION_LIMIT_MAX);
 const _: () = assert!(TICK_MIN.as_millis() <= TICK_MAX.as_millis() && TIMEOUT_MIN.as_millis() >= TICK_MIN.as_millis());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_machines_default_to_one_reactor_larger_ones_to_one_per_core() {
+        let defaults: Vec<usize> = [1, 2, 3, 4, 64].into_iter().map(default_threads).collect();
+        assert_eq!(defaults, [1, 1, 3, 4, 64]);
+    }
+}

@@ -149,7 +149,8 @@ struct ServeArgs {
     /// Serve Prometheus metrics over HTTP at http://ADDR/metrics.
     #[arg(long)]
     metrics: Option<SocketAddr>,
-    /// Reactor threads, each owning its share of the connections (default: one per core).
+    /// Reactor threads, each owning its share of the connections (default: one per core on
+    /// machines with more than 2 cores, else 1: see the README's Performance section).
     #[arg(long)]
     threads: Option<usize>,
     /// Log level: off, error, warn, info, debug, trace (default: $FANOUT_LOG, else info).
@@ -290,8 +291,9 @@ fn serve(argv: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let threads =
-        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    let threads = args.threads.unwrap_or_else(|| {
+        limits::default_threads(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+    });
     if args.check_config {
         return check_config(&config, threads);
     }

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Interleaved runs of fanout variants over the comparison workloads; medians, as a markdown table.
+
+Usage: cargo build --release && benches/reactors.py
+  VARIANTS=t1,t2        which variants (default: all below; base-t1 only if BASE is set)
+  BASE=path/to/fanout   an older build to compare against (run with --threads 1)
+  REPS=3 DUR=3          repetitions (alternating the order) and measured seconds per run
+  ONLY=substring        only the workloads whose name contains it
+Each run starts a fresh server on its own port and runs `fanout bench --server-pid` against it.
+"""
+import json, os, signal, socket, statistics, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.environ.get("FANOUT", os.path.join(HERE, "..", "target", "release", "fanout"))
+VARIANTS = {
+    "t1-nolinger": (BENCH, ["--threads", "1", "--flush-linger-us", "0"]),
+    "t1": (BENCH, ["--threads", "1"]),
+    "t2": (BENCH, ["--threads", "2"]),
+}
+if os.environ.get("BASE"):
+    VARIANTS = {"base-t1": (os.environ["BASE"], ["--threads", "1"]), **VARIANTS}
+WORKLOADS = {
+    "1x100x1 w100": ["--subscribers", "100", "--publishers", "1", "--window", "100"],
+    "1x1000x10 w10": ["--subscribers", "1000", "--publishers", "10", "--window", "10"],
+    "1x100x10 1KiB w10": ["--subscribers", "100", "--publishers", "10", "--size", "1024", "--window", "10"],
+    "100x20x1 128B": ["--rooms", "100", "--subscribers", "2000", "--publishers", "100", "--size", "128"],
+    "1x100x1 w1000": ["--subscribers", "100", "--publishers", "1", "--window", "1000"],
+    "10k/s x 100": ["--subscribers", "100", "--publishers", "1", "--rate", "10000"],
+    "2k/s x 1000 (10 pubs)": ["--subscribers", "1000", "--publishers", "10", "--rate", "2000"],
+}
+reps = int(os.environ.get("REPS", "3"))
+only = os.environ.get("ONLY")
+variants = [v for v in VARIANTS if not os.environ.get("VARIANTS") or v in os.environ["VARIANTS"].split(",")]
+port = 17900
+results = {}
+def wait_port(p):
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", p), timeout=0.2).close(); return True
+        except OSError: time.sleep(0.05)
+    return False
+for rep in range(reps):
+    for wname, wargs in WORKLOADS.items():
+        if only and only not in wname: continue
+        order = variants if rep % 2 == 0 else list(reversed(variants))
+        for v in order:
+            binary, sargs = VARIANTS[v]
+            port += 1
+            srv = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}"] + sargs, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_port(port)
+            out = subprocess.run([BENCH, "bench", "--addr", f"127.0.0.1:{port}", "--duration", os.environ.get("DUR", "3"), "--warmup", "1", "--server-pid", str(srv.pid), "--json"] + wargs, capture_output=True, text=True, timeout=120)
+            srv.send_signal(signal.SIGINT); srv.wait(timeout=10)
+            try:
+                d = json.loads(out.stdout.strip().splitlines()[-1])
+            except Exception:
+                print("failed", v, wname, out.stderr[-300:], file=sys.stderr); continue
+            results.setdefault((wname, v), []).append(d)
+            print(f"{wname:24} {v:12} {d['delivered_per_sec']/1e6:7.2f} M/s p99 {d['latency_us']['p99']/1000:8.2f} ms cpu/deliv {d['server_cpu_s']*1e9/max(d['delivered'],1):6.1f} ns lost {d['lost']}", file=sys.stderr, flush=True)
+print(f"\n| workload | variant | delivered msgs/s (median of {reps}) | p99 ms | server CPU ns/delivery | lost |")
+print("|---|---|---:|---:|---:|---:|")
+for wname in WORKLOADS:
+    for v in variants:
+        rs = results.get((wname, v))
+        if not rs: continue
+        med = lambda f: statistics.median(f(d) for d in rs)
+        print(f"| {wname} | {v} | {med(lambda d: d['delivered_per_sec'])/1e6:.2f} M | {med(lambda d: d['latency_us']['p99'])/1000:.2f} | {med(lambda d: d['server_cpu_s']*1e9/max(d['delivered'],1)):.0f} | {sum(d['lost'] for d in rs)} |")
