@@ -3,7 +3,7 @@
 #   docker build -t fanout --build-arg FANOUT_COMMIT=$(git rev-parse --short HEAD) .
 #   docker run --rm -p 7400:7400 -p 9400:9400 fanout
 # Clients on 7400, the cluster port 7500 (used once cluster_listen is set), Prometheus metrics
-# and /healthz on 9400. Settings: mount your own /etc/fanout/fanout.toml (dist/fanout.toml is
+# and /healthz on 9400; TLS clients on the port of tls_listen, when set (publish it with -p). Settings: mount your own /etc/fanout/fanout.toml (dist/fanout.toml is
 # the example baked in) or add flags after the image name, which override the file. SIGHUP
 # (docker kill -s HUP) reloads tokens and the log level; SIGTERM (docker stop) closes every
 # connection with SHUTTING_DOWN and exits 0. One descriptor per client: raise the limit with
@@ -16,6 +16,8 @@ WORKDIR /src
 ARG FANOUT_COMMIT=unknown
 ENV FANOUT_COMMIT=${FANOUT_COMMIT}
 COPY Cargo.toml Cargo.lock build.rs ./
+# The workspace: the protocol crate and the load generator are members the server builds on.
+COPY crates ./crates
 COPY src ./src
 COPY benches ./benches
 # The registry and target caches survive between builds (BuildKit), so only what changed rebuilds.
