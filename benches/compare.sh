@@ -6,9 +6,11 @@
 #
 #   benches/compare.sh                      # 5 s measured + 1 s warm-up per run
 #   DURATION=3 WARMUP=1 benches/compare.sh  # shorter
+#   TLS=1 benches/compare.sh                # each server plain and over TLS (benches/compare-tls.sh)
 #
 # Environment: DURATION, WARMUP (seconds), THREADS (bench client threads, default 2),
-# FANOUT_PORT / NATS_PORT / REDIS_PORT (defaults 17400 / 17422 / 17379), OUT (results folder).
+# FANOUT_PORT / NATS_PORT / REDIS_PORT (defaults 17400 / 17422 / 17379), FANOUT_TLS_PORT (17443),
+# OUT (results folder), TLS (1: the TLS comparison below).
 #
 # Servers are started here, by this script, on 127.0.0.1 only, one at a time and fresh for each
 # run (never through systemd), and stopped again, also on error or Ctrl-C:
@@ -19,6 +21,14 @@
 #           Redis' default pub/sub output limit (32 MiB hard, 8 MiB for 60 s) disconnects
 #           subscribers that fall behind; "0 0 0" disables it, so Redis is measured on
 #           delivering, like the others, and not on dropping clients.
+# TLS=1 runs each server plain and over TLS, one after the other (fanout with one reactor only),
+# with a throwaway CA and a server certificate for 127.0.0.1 made here by openssl in a temporary
+# folder (removed on exit); every TLS server presents it and the bench verifies it:
+#   fanout-tls  fanout serve --listen ... --tls-listen 127.0.0.1:FANOUT_TLS_PORT --tls-cert --tls-key
+#   nats-tls    nats-server -c FILE, FILE saying listen and tls { cert_file, key_file, timeout: 5 }
+#               (the standard NATS TLS: a plain INFO line, then the handshake)
+#   redis-tls   redis-server ... --port 0 --tls-port PORT --tls-cert-file --tls-key-file
+#               --tls-ca-cert-file --tls-auth-clients no
 # Every step has a time limit, so the whole script is bounded (about 15 x (DURATION + WARMUP +
 # 5) s when all goes well; at most 15 x (DURATION + WARMUP + 80) s plus the build).
 set -euo pipefail
@@ -38,6 +48,12 @@ BENCH=target/release/fanout
 # default; like NATS, which uses every core). On a 2-core machine the load generator needs a core
 # too, so the one-reactor row is usually the faster.
 SERVERS=(fanout fanout-mt nats redis)
+TLS=${TLS:-0}
+FANOUT_TLS_PORT=${FANOUT_TLS_PORT:-17443}
+TLS_DIR=""
+if [ "$TLS" = 1 ]; then
+  SERVERS=(fanout fanout-tls nats nats-tls redis redis-tls)
+fi
 
 # id | label | flags (the same for every server)
 WORKLOADS=(
@@ -80,11 +96,49 @@ stop_server() {
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=""
 }
-trap stop_server EXIT
-trap 'stop_server; exit 130' INT TERM
+cleanup() {
+  stop_server
+  [ -z "$TLS_DIR" ] || rm -rf "$TLS_DIR"
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
 
 port_of() {
-  case $1 in fanout | fanout-mt) echo "$FANOUT_PORT" ;; nats) echo "$NATS_PORT" ;; redis) echo "$REDIS_PORT" ;; esac
+  case $1 in
+    fanout | fanout-mt) echo "$FANOUT_PORT" ;;
+    fanout-tls) echo "$FANOUT_TLS_PORT" ;;
+    nats | nats-tls) echo "$NATS_PORT" ;;
+    redis | redis-tls) echo "$REDIS_PORT" ;;
+  esac
+}
+
+# Makes a throwaway CA (ca.pem) and a server certificate for 127.0.0.1 and localhost
+# (server.pem, server.key) in a new temporary folder, TLS_DIR, and a nats-server config using them.
+make_certs() {
+  TLS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fanout-compare-tls.XXXXXX")
+  local d=$TLS_DIR
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=fanout-bench-ca \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout "$d/ca.key" -out "$d/ca.pem"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+      -keyout "$d/server.key" -out "$d/server.csr"
+    printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'basicConstraints=critical,CA:FALSE' \
+      'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >"$d/server.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+      -extfile "$d/server.ext" -out "$d/server.pem"
+  } >"$d/openssl.log" 2>&1 || {
+    cat "$d/openssl.log" >&2
+    return 1
+  }
+  cat >"$d/nats.conf" <<CONF
+listen: $HOST:$NATS_PORT
+tls {
+  cert_file: "$d/server.pem"
+  key_file: "$d/server.key"
+  timeout: 5
+}
+CONF
 }
 
 # Starts server $1 in the background and waits (10 s at most) until its port accepts.
@@ -98,10 +152,21 @@ start_server() {
   case $name in
     fanout) "$BENCH" serve --listen "$HOST:$port" --threads 1 --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
     fanout-mt) "$BENCH" serve --listen "$HOST:$port" --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
+    fanout-tls)
+      "$BENCH" serve --listen "$HOST:$FANOUT_PORT" --tls-listen "$HOST:$port" --tls-cert "$TLS_DIR/server.pem" \
+        --tls-key "$TLS_DIR/server.key" --threads 1 --log-level warn >>"$OUT/$name.log" 2>&1 &
+      ;;
     nats) nats-server -a "$HOST" -p "$port" >>"$OUT/$name.log" 2>&1 & ;;
+    nats-tls) nats-server -c "$TLS_DIR/nats.conf" >>"$OUT/$name.log" 2>&1 & ;;
     redis)
       redis-server --bind "$HOST" --port "$port" --save '' --appendonly no \
         --client-output-buffer-limit "pubsub 0 0 0" --daemonize no >>"$OUT/$name.log" 2>&1 &
+      ;;
+    redis-tls)
+      redis-server --bind "$HOST" --port 0 --tls-port "$port" --tls-cert-file "$TLS_DIR/server.pem" \
+        --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients no \
+        --save '' --appendonly no --client-output-buffer-limit "pubsub 0 0 0" --daemonize no \
+        >>"$OUT/$name.log" 2>&1 &
       ;;
   esac
   SERVER_PID=$!
@@ -124,6 +189,7 @@ json_field() {
 main() {
   mkdir -p "$OUT"
   install_servers
+  [ "$TLS" != 1 ] || make_certs
   log "building fanout (release)"
   timeout 1800 cargo build --release --quiet
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -136,6 +202,8 @@ main() {
   {
     echo "machine: $(nproc) CPUs, ${cpu:-unknown CPU}, $(uname -sr), $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB"}')"
     echo "servers: fanout $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nats-server --version 2>&1 | head -n1), $(redis-server --version | cut -d' ' -f1-3)"
+    [ "$TLS" != 1 ] || echo "tls: $(openssl version | cut -d' ' -f1-2) made a P-256 CA and server certificate; fanout rustls+ring, NATS Go crypto/tls, Redis OpenSSL"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "runs: ${DURATION} s measured after ${WARMUP} s warm-up, ${THREADS} bench threads, loopback; results in $OUT"
   } | tee "$OUT/machine.txt" >&2
 
@@ -150,9 +218,11 @@ main() {
         stop_server
         continue
       fi
+      local tls_flags=()
+      [[ $server != *-tls ]] || tls_flags=(--tls-ca "$TLS_DIR/ca.pem")
       # shellcheck disable=SC2086 # flags are words on purpose
-      if timeout $((DURATION + WARMUP + 60)) "$BENCH" bench --protocol "${server%-mt}" --addr "$HOST:$(port_of "$server")" \
-        $flags --duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" \
+      if timeout $((DURATION + WARMUP + 60)) "$BENCH" bench --protocol "${server%%-*}" --addr "$HOST:$(port_of "$server")" \
+        "${tls_flags[@]}" $flags --duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" \
         --server-pid "$SERVER_PID" --json >"$file" 2>"$file.err" && tail -n 1 "$file" | grep -q '^{'; then
         row=$(awk -v d="$(json_field delivered "$file")" -v r="$(json_field delivered_per_sec "$file")" \
           -v p="$(json_field p99 "$file")" -v l="$(json_field lost "$file")" \
