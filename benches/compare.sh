@@ -6,13 +6,18 @@
 #
 #   benches/compare.sh                      # 5 s measured + 1 s warm-up per run
 #   DURATION=3 WARMUP=1 benches/compare.sh  # shorter
+#   TLS=1 benches/compare.sh                # each server plain and over TLS (benches/compare-tls.sh)
 #
 # Environment: DURATION, WARMUP (seconds), THREADS (bench client threads, default 2),
-# FANOUT_PORT / NATS_PORT / REDIS_PORT (defaults 17400 / 17422 / 17379), OUT (results folder).
+# FANOUT_PORT / NATS_PORT / REDIS_PORT (defaults 17400 / 17422 / 17379), FANOUT_TLS_PORT (17443),
+# OUT (results folder), TLS (1: the TLS comparison below).
 #
 # Servers are started here, by this script, on 127.0.0.1 only, one at a time and fresh for each
 # run (never through systemd), and stopped again, also on error or Ctrl-C; their settings are
-# in benches/servers.sh.
+# in benches/servers.sh. TLS=1 runs each server plain and over TLS, one after the other (fanout
+# with one reactor only), with a throwaway CA and server certificate for 127.0.0.1 made by
+# openssl in a temporary folder (removed on exit); the bench verifies it (servers.sh has the
+# TLS servers' settings).
 # Every step has a time limit, so the whole script is bounded (about 15 x (DURATION + WARMUP +
 # 5) s when all goes well; at most 15 x (DURATION + WARMUP + 80) s plus the build).
 set -euo pipefail
@@ -28,6 +33,10 @@ BENCH=target/release/fanout
 # default; like NATS, which uses every core). On a 2-core machine the load generator needs a core
 # too, so the one-reactor row is usually the faster.
 SERVERS=(fanout fanout-mt nats redis)
+TLS=${TLS:-0}
+if [ "$TLS" = 1 ]; then
+  SERVERS=(fanout fanout-tls nats nats-tls redis redis-tls)
+fi
 
 # id | label | flags (the same for every server)
 WORKLOADS=(
@@ -44,6 +53,7 @@ WORKLOADS=(
 main() {
   mkdir -p "$OUT"
   install_servers
+  [ "$TLS" != 1 ] || make_certs
   log "building fanout (release)"
   timeout 1800 cargo build --release --quiet
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -51,7 +61,9 @@ main() {
     log "warning: ulimit -n is $(ulimit -n); workload 5 needs about 2,100 descriptors per side"
   fi
 
-  describe_machine "${DURATION} s measured after ${WARMUP} s warm-up, ${THREADS} bench threads, loopback"
+  local tls_note=""
+  [ "$TLS" != 1 ] || tls_note="; TLS: $(openssl version | cut -d' ' -f1-2) made a P-256 CA and server certificate (fanout rustls+ring, NATS Go crypto/tls, Redis OpenSSL)"
+  describe_machine "${DURATION} s measured after ${WARMUP} s warm-up, ${THREADS} bench threads, loopback${tls_note}"
 
   local rows=()
   for workload in "${WORKLOADS[@]}"; do
@@ -64,9 +76,11 @@ main() {
         stop_server
         continue
       fi
+      local tls_flags=()
+      [[ $server != *-tls ]] || tls_flags=(--tls-ca "$TLS_DIR/ca.pem")
       # shellcheck disable=SC2086 # flags are words on purpose
       if timeout $((DURATION + WARMUP + 60)) "$BENCH" bench --protocol "$(protocol_of "$server")" --addr "$HOST:$(port_of "$server")" \
-        $flags --duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" \
+        "${tls_flags[@]}" $flags --duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" \
         --server-pid "$SERVER_PID" --json >"$file" 2>"$file.err" && tail -n 1 "$file" | grep -q '^{'; then
         local json
         json=$(tail -n 1 "$file")

@@ -8,6 +8,12 @@
 #              Redis' default pub/sub output limit (32 MiB hard, 8 MiB for 60 s) disconnects
 #              subscribers that fall behind; "0 0 0" disables it, so Redis is measured on
 #              delivering, like the others, and not on dropping clients.
+# Over TLS (make_certs first; a P-256 CA and a server certificate for 127.0.0.1 in TLS_DIR):
+#   fanout-tls  fanout serve ... --tls-listen 127.0.0.1:FANOUT_TLS_PORT --tls-cert --tls-key (one reactor)
+#   nats-tls    nats-server -c FILE, FILE saying listen and tls { cert_file, key_file, timeout: 5 }
+#               (the standard NATS TLS: a plain INFO line, then the handshake)
+#   redis-tls   redis-server ... --port 0 --tls-port PORT --tls-cert-file --tls-key-file
+#               --tls-ca-cert-file --tls-auth-clients no
 # The caller sets OUT (a folder for the servers' logs) and BENCH (the fanout binary), and
 # calls stop_server on exit (the traps below do).
 
@@ -15,6 +21,8 @@ HOST=127.0.0.1
 FANOUT_PORT=${FANOUT_PORT:-17400}
 NATS_PORT=${NATS_PORT:-17422}
 REDIS_PORT=${REDIS_PORT:-17379}
+FANOUT_TLS_PORT=${FANOUT_TLS_PORT:-17443}
+TLS_DIR=""
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -53,15 +61,53 @@ stop_server() {
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=""
 }
-trap stop_server EXIT
-trap 'stop_server; exit 130' INT TERM
+cleanup() {
+  stop_server
+  [ -z "$TLS_DIR" ] || rm -rf "$TLS_DIR"
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
 
 port_of() {
-  case $1 in fanout | fanout-mt) echo "$FANOUT_PORT" ;; nats) echo "$NATS_PORT" ;; redis) echo "$REDIS_PORT" ;; esac
+  case $1 in
+    fanout | fanout-mt) echo "$FANOUT_PORT" ;;
+    fanout-tls) echo "$FANOUT_TLS_PORT" ;;
+    nats | nats-tls) echo "$NATS_PORT" ;;
+    redis | redis-tls) echo "$REDIS_PORT" ;;
+  esac
 }
 
 # The protocol `fanout bench --protocol` speaks to server $1.
-protocol_of() { echo "${1%-mt}"; }
+protocol_of() { echo "${1%%-*}"; }
+
+# Makes a throwaway CA (ca.pem) and a server certificate for 127.0.0.1 and localhost
+# (server.pem, server.key) in a new temporary folder, TLS_DIR, and a nats-server config using them.
+make_certs() {
+  TLS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fanout-compare-tls.XXXXXX")
+  local d=$TLS_DIR
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=fanout-bench-ca \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout "$d/ca.key" -out "$d/ca.pem"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+      -keyout "$d/server.key" -out "$d/server.csr"
+    printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'basicConstraints=critical,CA:FALSE' \
+      'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >"$d/server.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+      -extfile "$d/server.ext" -out "$d/server.pem"
+  } >"$d/openssl.log" 2>&1 || {
+    cat "$d/openssl.log" >&2
+    return 1
+  }
+  cat >"$d/nats.conf" <<CONF
+listen: $HOST:$NATS_PORT
+tls {
+  cert_file: "$d/server.pem"
+  key_file: "$d/server.key"
+  timeout: 5
+}
+CONF
+}
 
 # Starts server $1 in the background (its pid in SERVER_PID) and waits (10 s at most) until
 # its port accepts.
@@ -77,13 +123,24 @@ start_server() {
   case $name in
     fanout) "$BENCH" serve --listen "$HOST:$port" --threads 1 --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
     fanout-mt) "$BENCH" serve --listen "$HOST:$port" --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
+    fanout-tls)
+      "$BENCH" serve --listen "$HOST:$FANOUT_PORT" --tls-listen "$HOST:$port" --tls-cert "$TLS_DIR/server.pem" \
+        --tls-key "$TLS_DIR/server.key" --threads 1 --log-level warn >>"$OUT/$name.log" 2>&1 &
+      ;;
     nats) nats-server -a "$HOST" -p "$port" >>"$OUT/$name.log" 2>&1 & ;;
+    nats-tls) nats-server -c "$TLS_DIR/nats.conf" >>"$OUT/$name.log" 2>&1 & ;;
     redis)
       redis-server --bind "$HOST" --port "$port" --save '' --appendonly no \
         --client-output-buffer-limit "pubsub 0 0 0" --daemonize no >>"$OUT/$name.log" 2>&1 &
       ;;
+    redis-tls)
+      redis-server --bind "$HOST" --port 0 --tls-port "$port" --tls-cert-file "$TLS_DIR/server.pem" \
+        --tls-key-file "$TLS_DIR/server.key" --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients no \
+        --save '' --appendonly no --client-output-buffer-limit "pubsub 0 0 0" --daemonize no \
+        >>"$OUT/$name.log" 2>&1 &
+      ;;
     *)
-      log "unknown server $name (fanout, fanout-mt, nats or redis)"
+      log "unknown server $name (fanout, fanout-mt, fanout-tls, nats, nats-tls, redis or redis-tls)"
       return 1
       ;;
   esac

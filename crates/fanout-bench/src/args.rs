@@ -110,10 +110,14 @@ pub struct BenchArgs {
     /// Redis targets ignore it).
     #[arg(long, env = "FANOUT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Connect over TLS (fanout's --tls-listen, Redis' tls-port, NATS with
-    /// `tls { handshake_first: true }`), verifying the server against the system's CAs or --tls-ca's.
+    /// Connect over TLS (fanout's --tls-listen, Redis' tls-port, NATS with `tls {}`: after the
+    /// server's plain INFO line), verifying the server against the system's CAs or --tls-ca's.
     #[arg(long)]
     pub tls: bool,
+    /// NATS over TLS: start the handshake at once instead of after the server's plain INFO line,
+    /// for a nats-server (2.10+) configured with `tls { handshake_first: true }`.
+    #[arg(long)]
+    pub nats_tls_first: bool,
     /// Trust the CAs in this PEM file instead of the system's (implies --tls).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
@@ -165,6 +169,9 @@ pub struct Plan {
     pub token: Vec<u8>,
     /// TLS settings, when the run connects over TLS.
     pub tls: Option<ClientTls>,
+    /// TLS starts only after the server's plain NATS `INFO` line (NATS over TLS without
+    /// `handshake_first`), not at connect.
+    pub tls_after_info: bool,
 }
 
 impl Plan {
@@ -229,6 +236,7 @@ impl Plan {
             threads: args.threads.min(connections),
             server_pid: args.server_pid,
             token,
+            tls_after_info: tls.is_some() && args.protocol == Protocol::Nats && !args.nats_tls_first,
             tls,
         };
         if plan.window == 0 {
@@ -306,6 +314,7 @@ mod tests {
             json: false,
             token: None,
             tls: false,
+            nats_tls_first: false,
             tls_ca: None,
             tls_cert: None,
             tls_key: None,

@@ -19,7 +19,7 @@ use super::histogram::Histogram;
 use super::payload::{blank, Stamp};
 use super::shared::{Phase, Shared};
 use super::track::{Arrival, SeqTracker};
-use super::wire::{Incoming, Wire, MESSAGE_BYTES_MAX};
+use super::wire::{take_nats_info, Incoming, Wire, MESSAGE_BYTES_MAX};
 use fanout_proto::tls::TlsLayer;
 
 /// Connections of one thread in TCP connect or protocol set-up at once, so a thousand
@@ -306,13 +306,11 @@ impl Worker {
             stream.set_nodelay(true)?;
             self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)?;
             conn.stream = Some(stream);
-            if let Some(tls) = &self.plan.tls {
-                conn.tls = Some(Box::new(tls.layer_for(self.plan.addr).map_err(io::Error::from)?));
-            }
             conn.state = State::Connecting;
-            let name = conn.name();
-            let subscriber = !conn.spec.publisher;
-            conn.wire.greet(&name, &conn.room_name, subscriber, &mut conn.output);
+            // NATS' standard TLS starts after its plain INFO line: read_all greets then.
+            if !self.plan.tls_after_info {
+                start_tls_and_greet(conn, &self.plan).map_err(io::Error::other)?;
+            }
             self.opening += 1;
         }
         Ok(())
@@ -521,6 +519,29 @@ fn due_at_s(sent: u64, rate: f64, phase: f64) -> f64 {
     (sent as f64 + phase) / rate
 }
 
+/// Starts TLS on `conn` if the run uses it, and queues the protocol greeting (which TLS sends
+/// once its handshake is done).
+fn start_tls_and_greet(conn: &mut Conn, plan: &Plan) -> Result<(), String> {
+    if let Some(tls) = &plan.tls {
+        conn.tls = Some(Box::new(tls.layer_for(plan.addr).map_err(|e| e.to_string())?));
+    }
+    let name = conn.name();
+    let subscriber = !conn.spec.publisher;
+    conn.wire.greet(&name, &conn.room_name, subscriber, &mut conn.output);
+    Ok(())
+}
+
+/// NATS over TLS, before the upgrade: takes the server's plain `INFO` line off `conn.input`
+/// and, once it is whole, starts TLS and greets. Nothing may follow the line in plain text.
+fn upgrade_after_info(conn: &mut Conn, plan: &Plan) -> Result<(), String> {
+    match take_nats_info(&mut conn.input)? {
+        None => Ok(()),
+        Some(false) => Err("the NATS server does not offer TLS (its INFO lacks tls_required)".into()),
+        Some(true) if !conn.input.is_empty() => Err("plain bytes after the NATS INFO line, before TLS".into()),
+        Some(true) => start_tls_and_greet(conn, plan),
+    }
+}
+
 /// Whether a non-blocking connect has finished; an error if it failed.
 fn connected(conn: &mut Conn) -> io::Result<bool> {
     let Some(stream) = conn.stream.as_mut() else {
@@ -572,11 +593,11 @@ fn write_out(writer: &mut impl Write, output: &mut BytesMut, write_blocked: &mut
 /// Reads until the kernel would block, handing each whole message to the adapter. Returns
 /// whether the adapter reported the connection ready.
 fn read_all(conn: &mut Conn, scratch: &mut [u8], shared: &Shared, receipt: &mut Receipt<'_>) -> Result<bool, String> {
-    let Some(stream) = conn.stream.as_mut() else {
-        return Ok(false);
-    };
     let mut ready = false;
     loop {
+        let Some(stream) = conn.stream.as_mut() else {
+            return Ok(ready);
+        };
         let n = match stream.read(scratch) {
             Ok(0) => return Err("server closed the connection".into()),
             Ok(n) => n,
@@ -588,6 +609,11 @@ fn read_all(conn: &mut Conn, scratch: &mut [u8], shared: &Shared, receipt: &mut 
         let received_ns = shared.now_ns();
         receipt.counters.reads += 1;
         match conn.tls.as_deref_mut() {
+            None if receipt.plan.tls_after_info => {
+                conn.input.extend_from_slice(&scratch[..n]);
+                upgrade_after_info(conn, receipt.plan)?;
+                continue;
+            }
             None => conn.input.extend_from_slice(&scratch[..n]),
             Some(tls) => {
                 if tls.receive(&scratch[..n], &mut conn.input).map_err(|e| e.to_string())?.peer_closed {

@@ -224,6 +224,7 @@ mod tests {
             tls_cert: None,
             tls_key: None,
             tls_server_name: None,
+            nats_tls_first: false,
             sweep: SweepArgs {
                 sweep: true,
                 sweep_start: 100,

@@ -84,6 +84,12 @@ impl Wire {
     }
 }
 
+/// Reads the plain `INFO` line a NATS server sends before a TLS upgrade: `Ok(None)` until the
+/// line is whole, then whether the server requires TLS. See the NATS adapter's docs.
+pub fn take_nats_info(input: &mut BytesMut) -> Result<Option<bool>, String> {
+    nats::take_info(input)
+}
+
 /// Appends `n` in decimal.
 fn put_decimal(out: &mut BytesMut, mut n: u64) {
     let mut digits = [0u8; 20];

@@ -2,6 +2,10 @@
 //! the `PONG` proves the server handled everything before it, so the connection is ready.
 //! Publishes are `PUB room n`, deliveries `MSG subject sid [reply] n`; the server's `PING`s
 //! are answered with `PONG`.
+//!
+//! Over TLS the standard way, the server's `INFO` line comes first in plain text, saying
+//! `"tls_required":true`; the client then starts the TLS handshake and greets over it
+//! ([`take_info`] reads that line). nats-server 2.10's `handshake_first` skips the plain `INFO`.
 
 use bytes::{Buf, BytesMut};
 use memchr::{memchr, memchr2};
@@ -120,6 +124,43 @@ fn parse_op(buf: &[u8]) -> Result<Option<(Op<'_>, usize)>, String> {
     Ok(Some((parsed, after_line)))
 }
 
+/// Takes the server's first operation, which must be `INFO {...}`, off `input`: `Ok(None)` if
+/// the line is not all there yet, else whether the server requires TLS (`"tls_required":true`).
+/// Anything after the line is left in `input`.
+pub fn take_info(input: &mut BytesMut) -> Result<Option<bool>, String> {
+    let window = &input[..input.len().min(CONTROL_LINE_BYTES_MAX)];
+    let Some(newline) = memchr(b'\n', window) else {
+        if input.len() >= CONTROL_LINE_BYTES_MAX {
+            return Err("NATS INFO line over the limit".into());
+        }
+        return Ok(None);
+    };
+    let line = input[..newline].strip_suffix(b"\r").unwrap_or(&input[..newline]);
+    let op = &line[..memchr2(b' ', b'\t', line).unwrap_or(line.len())];
+    if !op.eq_ignore_ascii_case(b"INFO") {
+        return Err(format!("expected the NATS INFO line first, got: {}", lossy(line)));
+    }
+    let tls_required = json_flag_is_true(&line[op.len()..], b"\"tls_required\"");
+    input.advance(newline + 1);
+    Ok(Some(tls_required))
+}
+
+/// Whether the JSON object text `json` has `key` (quoted) set to `true` at any level; the
+/// bench reads one flag, so it needs no JSON parser.
+fn json_flag_is_true(json: &[u8], key: &[u8]) -> bool {
+    let mut rest = json;
+    while let Some(at) = memchr::memmem::find(rest, key) {
+        rest = &rest[at + key.len()..];
+        let value = rest.trim_ascii_start();
+        if let Some(value) = value.strip_prefix(b":") {
+            if value.trim_ascii_start().starts_with(b"true") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Splits `line` on spaces and tabs into `words`; the number of words (at least one, possibly
 /// empty), or `None` if there are more than fit.
 fn split_words<'a>(line: &'a [u8], words: &mut [&'a [u8]; WORDS_MAX]) -> Option<usize> {
@@ -200,6 +241,33 @@ PING\r\nMSG bench.room0 1 _INBOX.x 3\r\na\r\n\r\nMSG  bench.room0\t1  0\r\n\r\n+
         let err = feed(&[b"-ERR 'Protocol error: unbalanced quotes in request'\r\n"]).0;
         assert!(err.is_err_and(|e| e.starts_with("NATS server error: -ERR 'Protocol")));
         assert_eq!(feed(&[b"MSG a 1 200\r\nabc"]).0, Ok(()), "a partial payload waits");
+    }
+
+    #[test]
+    fn info_says_whether_tls_is_required() {
+        let mut input =
+            BytesMut::from(&b"INFO {\"server_id\":\"x\",\"tls_required\":true,\"max_payload\":1}\r\nrest"[..]);
+        assert_eq!(take_info(&mut input), Ok(Some(true)));
+        assert_eq!(&input[..], b"rest", "only the INFO line is taken");
+        let mut input = BytesMut::from(&b"INFO {\"tls_required\" : true}\n"[..]);
+        assert_eq!(take_info(&mut input), Ok(Some(true)));
+        assert!(input.is_empty());
+        for plain in [&b"INFO {\"server_id\":\"x\"}\r\n"[..], b"INFO {\"tls_required\":false}\r\n", b"INFO\r\n"] {
+            let mut input = BytesMut::from(plain);
+            assert_eq!(take_info(&mut input), Ok(Some(false)), "{:?}", String::from_utf8_lossy(plain));
+        }
+    }
+
+    #[test]
+    fn info_waits_for_the_whole_line_and_refuses_anything_else() {
+        let mut input = BytesMut::from(&b"INFO {\"tls_required\":tr"[..]);
+        assert_eq!(take_info(&mut input), Ok(None));
+        assert_eq!(input.len(), 23, "nothing is taken from a partial line");
+        let mut input = BytesMut::from(&b"-ERR 'Secure Connection - TLS Required'\r\n"[..]);
+        assert!(take_info(&mut input)
+            .is_err_and(|e| e == "expected the NATS INFO line first, got: -ERR 'Secure Connection - TLS Required'"));
+        let mut input = BytesMut::from(&[b'x'; CONTROL_LINE_BYTES_MAX][..]);
+        assert_eq!(take_info(&mut input), Err("NATS INFO line over the limit".into()));
     }
 
     #[test]
