@@ -64,6 +64,21 @@ pub fn cluster_addr(server: &Server) -> SocketAddr {
     line[at..].trim().parse().expect("a cluster address")
 }
 
+/// After `a` refused the link of `intruder` (node `intruder_id`): a message published on `a`
+/// reaches no client of the intruder, and `a` never logged the intruder's link as up.
+pub fn assert_intruder_receives_nothing(a: &Node, intruder: &Node, intruder_id: u16) {
+    let mut on_a = super::connect_joined(a.server.addr(), "alice", "r");
+    let mut on_intruder = super::connect_joined(intruder.server.addr(), "eve", "r");
+    on_a.publish("r", b"private").expect("publish on a");
+    on_a.round_trip(1).expect("a answers");
+    on_intruder.set_read_timeout(Some(Duration::from_millis(500))).expect("a read timeout");
+    if let Ok(event) = on_intruder.next_event() {
+        panic!("the intruder's client received {event:?}");
+    }
+    let up = format!("up: node {intruder_id}");
+    assert!(!a.server.log_text().contains(&up), "a let node {intruder_id} up");
+}
+
 /// A running node: its server and where it accepts node links.
 pub struct Node {
     /// The server process.
