@@ -29,9 +29,9 @@ WARMUP=${WARMUP:-1}
 THREADS=${THREADS:-2}
 OUT=${OUT:-target/compare/$(date +%Y%m%d-%H%M%S)}
 BENCH=target/release/fanout
-# fanout runs twice: with one reactor (like Redis, single-threaded) and with one per core (the
-# default; like NATS, which uses every core). On a 2-core machine the load generator needs a core
-# too, so the one-reactor row is usually the faster.
+# fanout runs twice: with one reactor (like Redis, single-threaded; the default on a machine of at
+# most 2 cores) and with one per core (like NATS, which uses every core; the default above). On a
+# 2-core machine the load generator needs a core too, so the one-reactor row is usually the faster.
 SERVERS=(fanout fanout-mt nats redis)
 TLS=${TLS:-0}
 if [ "$TLS" = 1 ]; then

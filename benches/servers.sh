@@ -1,7 +1,7 @@
 # Sourced by benches/compare.sh and benches/sweep.sh: installs, starts and stops the servers
 # they measure, always on 127.0.0.1, started here and never through systemd:
 #   fanout     fanout serve --listen 127.0.0.1:PORT --threads 1 (one reactor)
-#   fanout-mt  fanout serve --listen 127.0.0.1:PORT (the default: one reactor per core)
+#   fanout-mt  fanout serve --listen 127.0.0.1:PORT --threads $(nproc) (one reactor per core)
 #   nats       nats-server -a 127.0.0.1 -p PORT (defaults: 64 MiB pending limit per connection)
 #   redis      redis-server --port PORT --save '' --appendonly no
 #                           --client-output-buffer-limit "pubsub 0 0 0"
@@ -122,7 +122,7 @@ start_server() {
   fi
   case $name in
     fanout) "$BENCH" serve --listen "$HOST:$port" --threads 1 --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
-    fanout-mt) "$BENCH" serve --listen "$HOST:$port" --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
+    fanout-mt) "$BENCH" serve --listen "$HOST:$port" --threads "$(nproc)" --log-level warn >>"$OUT/$name.log" 2>&1 & ;;
     fanout-tls)
       "$BENCH" serve --listen "$HOST:$FANOUT_PORT" --tls-listen "$HOST:$port" --tls-cert "$TLS_DIR/server.pem" \
         --tls-key "$TLS_DIR/server.key" --threads 1 --log-level warn >>"$OUT/$name.log" 2>&1 &
