@@ -220,18 +220,15 @@ impl Settings {
         if addrs.is_empty() {
             return Err("no server address".into());
         }
-        let tls = if args.tls || args.tls_ca.is_some() || args.tls_cert.is_some() {
-            let tls = ClientTls::from_flags(
-                args.tls_ca.as_deref(),
-                args.tls_cert.as_deref(),
-                args.tls_key.as_deref(),
-                args.tls_server_name.as_deref(),
-                &args.addrs,
-            );
-            Some(tls.map_err(|e| e.0)?)
-        } else {
-            None
-        };
+        let tls = ClientTls::from_flags_if_asked(
+            args.tls,
+            args.tls_ca.as_deref(),
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_server_name.as_deref(),
+            &args.addrs,
+        )
+        .map_err(|e| e.0)?;
         let options = ClientOptions { token, connect_timeout: Some(ATTEMPT_TIMEOUT), tls, ..Default::default() };
         Ok(Self { addrs, name: args.name.clone(), room: args.room.clone(), options, send_only: args.send_only })
     }

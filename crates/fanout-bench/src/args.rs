@@ -209,18 +209,15 @@ impl Plan {
             .map_err(|e| format!("cannot resolve --addr {}: {e}", args.addr))?
             .next()
             .ok_or_else(|| format!("--addr {} resolves to no address", args.addr))?;
-        let tls = if args.tls || args.tls_ca.is_some() || args.tls_cert.is_some() {
-            let tls = ClientTls::from_flags(
-                args.tls_ca.as_deref(),
-                args.tls_cert.as_deref(),
-                args.tls_key.as_deref(),
-                args.tls_server_name.as_deref(),
-                std::slice::from_ref(&args.addr),
-            );
-            Some(tls.map_err(|e| e.0)?)
-        } else {
-            None
-        };
+        let tls = ClientTls::from_flags_if_asked(
+            args.tls,
+            args.tls_ca.as_deref(),
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_server_name.as_deref(),
+            std::slice::from_ref(&args.addr),
+        )
+        .map_err(|e| e.0)?;
         let mut plan = Self {
             addr,
             addr_text: args.addr.clone(),
@@ -293,34 +290,40 @@ impl Plan {
     }
 }
 
+/// Arguments for unit tests: a small fanout run against an address nothing listens on.
+#[cfg(test)]
+pub(crate) fn test_args() -> BenchArgs {
+    BenchArgs {
+        addr: "127.0.0.1:1".into(),
+        protocol: Protocol::Fanout,
+        subscribers: 10,
+        publishers: 3,
+        rooms: 4,
+        size: 64,
+        rate: 0,
+        window: 0,
+        duration: 1.0,
+        warmup: 0.0,
+        threads: 2,
+        server_pid: None,
+        json: false,
+        token: None,
+        tls: false,
+        nats_tls_first: false,
+        tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
+        tls_server_name: None,
+        sweep: SweepArgs::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args() -> BenchArgs {
-        BenchArgs {
-            addr: "127.0.0.1:1".into(),
-            protocol: Protocol::Fanout,
-            subscribers: 10,
-            publishers: 3,
-            rooms: 4,
-            size: 64,
-            rate: 0,
-            window: 0,
-            duration: 1.0,
-            warmup: 0.0,
-            threads: 2,
-            server_pid: None,
-            json: false,
-            token: None,
-            tls: false,
-            nats_tls_first: false,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_server_name: None,
-            sweep: SweepArgs::default(),
-        }
+        test_args()
     }
 
     #[test]

@@ -205,26 +205,8 @@ mod tests {
 
     fn args() -> BenchArgs {
         BenchArgs {
-            addr: "127.0.0.1:1".into(),
             protocol: Protocol::Redis,
-            subscribers: 10,
-            publishers: 3,
             rooms: 2,
-            size: 64,
-            rate: 0,
-            window: 0,
-            duration: 1.0,
-            warmup: 0.0,
-            threads: 2,
-            server_pid: None,
-            json: false,
-            token: None,
-            tls: false,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_server_name: None,
-            nats_tls_first: false,
             sweep: SweepArgs {
                 sweep: true,
                 sweep_start: 100,
@@ -232,6 +214,7 @@ mod tests {
                 sweep_steps: 3,
                 ..SweepArgs::default()
             },
+            ..crate::args::test_args()
         }
     }
 

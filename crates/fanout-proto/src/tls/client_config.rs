@@ -63,6 +63,23 @@ impl ClientTls {
         })
     }
 
+    /// [`ClientTls::from_flags`] when the command line asks for TLS at all (`--tls`, or a CA or
+    /// a certificate given, which imply it), else `None`: the one rule `fanout chat` and
+    /// `fanout bench` share.
+    pub fn from_flags_if_asked(
+        tls: bool,
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        server_name_flag: Option<&str>,
+        addrs: &[String],
+    ) -> Result<Option<Self>, TlsFileError> {
+        if !(tls || ca.is_some() || cert.is_some()) {
+            return Ok(None);
+        }
+        Self::from_flags(ca, cert, key, server_name_flag, addrs).map(Some)
+    }
+
     /// What a command line's TLS flags ask for: the files of [`ClientTls::from_files`], and
     /// the name to verify: `server_name` if given (`--tls-server-name`), else the host the
     /// server addresses `addrs` share when it is a host name (an IP literal is verified as an
