@@ -35,7 +35,8 @@ pub const DRAIN_PERIOD: Duration = Duration::from_secs(5);
 
 /// Default bound on how long a busy reactor holds its clients' bytes after a flush pass so that
 /// the next messages leave in the same `write` (see `linger.rs`); an idle reactor never holds.
-/// Also about the granularity of the loop's timer (epoll waits whole milliseconds).
+/// A hold shorter than a millisecond is timed by a `timerfd` (`fanout-timer`), since the poll's
+/// own timeout counts whole milliseconds.
 pub const FLUSH_LINGER_MAX: Duration = Duration::from_millis(1);
 
 /// The largest `--flush-linger-us` accepted: beyond it the hold is no longer small against a

@@ -38,6 +38,7 @@ use crate::outbox::Flush;
 use crate::router::ConnKey;
 use crate::tls::ListenerTls;
 pub use cluster::LinkIo;
+use fanout_timer::FineTimer;
 use token::Source;
 pub use transport::Transport;
 use transport::{Acceptor, Endpoint, TlsFailure};
@@ -118,6 +119,8 @@ pub struct Reactor {
     waker: Arc<Waker>,
     /// When to flush the clients: at once when idle, at most once per linger when busy.
     linger: Linger,
+    /// Wakes the poll for waits under a millisecond (a flush hold), which its timeout rounds up.
+    timer: FineTimer,
     /// Sockets to read this turn: readiness came, or the last read used the turn's budget.
     read_queue: Vec<Endpoint>,
     scratch: Vec<u8>,
@@ -167,8 +170,10 @@ impl Reactor {
         };
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
         let linger = Linger::new(config.flush_linger_max);
+        let timer = FineTimer::new(poll.registry(), Source::Timer.token())?;
         Ok(Self {
             linger,
+            timer,
             poll,
             acceptor,
             tls_acceptor,
@@ -268,8 +273,7 @@ impl Reactor {
             let flush_at = self.linger.due_at(now, self.hub.has_to_flush());
             let deadlines = [self.next_dial_at(), self.hub.next_deadline(), paused_until, tls_paused_until, flush_at];
             let wake_at = deadlines.into_iter().flatten().fold(next_tick, Instant::min);
-            let timeout =
-                if self.read_queue.is_empty() { wake_at.saturating_duration_since(now) } else { Duration::ZERO };
+            let timeout = if self.read_queue.is_empty() { self.fine_timeout(now, wake_at) } else { Duration::ZERO };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -287,6 +291,7 @@ impl Reactor {
                     Source::TlsListener => self.accept_all(now, true),
                     Source::ClusterListener => self.accept_nodes(now),
                     Source::Waker => self.take_mail(now),
+                    Source::Timer => {} // Only wakes the loop; the deadlines are read below.
                     Source::Dial(key) => self.finish_dial(key, now),
                     Source::Metrics(token) => {
                         if let Some(endpoint) = self.metrics_endpoint.as_mut() {
@@ -367,6 +372,14 @@ impl Reactor {
                 return Ok(());
             }
         }
+    }
+
+    /// The poll timeout to wake at `at`, to the microsecond (a flush hold) where it can be.
+    fn fine_timeout(&mut self, now: Instant, at: Instant) -> Duration {
+        self.timer.timeout(now, at).unwrap_or_else(|e| {
+            log::warn!("could not arm the flush timer ({e}); this hold is timed to the millisecond");
+            at.saturating_duration_since(now)
+        })
     }
 
     /// Stops accepting and schedules every client's `DRAINING` over the drain period.

@@ -8,7 +8,7 @@
 //! | `0 .. 2^40` | client connections, by [`ConnKey`] (a slab index) |
 //! | `2^40 .. 2^41` | node links, by [`PeerId`] (a link slab index) |
 //! | `2^41 .. 2^41 + 2^20` | dials in progress |
-//! | the top 4,096 | the listeners (plain, TLS, cluster), the waker, signals and the metrics endpoint |
+//! | the top 4,096 | the listeners (plain, TLS, cluster), the waker, signals, the timer and the metrics endpoint |
 
 use mio::Token;
 
@@ -28,6 +28,7 @@ const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const CLUSTER_LISTENER: Token = Token(usize::MAX - 5);
 const TLS_LISTENER: Token = Token(usize::MAX - 6);
+const TIMER: Token = Token(usize::MAX - 7);
 
 // The ranges need a 64-bit usize, and the fixed tokens (and the metrics endpoint's, in the top
 // 4,096) sit above every range.
@@ -45,6 +46,8 @@ pub(super) enum Source {
     Waker,
     /// SIGINT, SIGTERM, SIGHUP, SIGUSR2.
     Signals,
+    /// The reactor's sub-millisecond wake-up (`timer.rs`).
+    Timer,
     /// The listener for node links.
     ClusterListener,
     /// The metrics endpoint's listener or one of its scrapes (it numbers its own).
@@ -69,6 +72,7 @@ impl Source {
             Source::TlsListener => TLS_LISTENER,
             Source::Waker => WAKER,
             Source::Signals => SIGNALS,
+            Source::Timer => TIMER,
             Source::ClusterListener => CLUSTER_LISTENER,
             Source::Metrics(token) => token,
             Source::Conn(key) => {
@@ -93,6 +97,7 @@ impl Source {
             TLS_LISTENER => Source::TlsListener,
             WAKER => Source::Waker,
             SIGNALS => Source::Signals,
+            TIMER => Source::Timer,
             CLUSTER_LISTENER => Source::ClusterListener,
             token if MetricsEndpoint::owns(token) => Source::Metrics(token),
             Token(t) if t < CONN_TOKEN_END => Source::Conn(ConnKey::new(t)),
@@ -114,6 +119,7 @@ mod tests {
             Source::TlsListener,
             Source::Waker,
             Source::Signals,
+            Source::Timer,
             Source::ClusterListener,
             Source::Conn(ConnKey::new(0)),
             Source::Conn(ConnKey::new(CONN_TOKEN_END - 1)),
@@ -129,7 +135,7 @@ mod tests {
 
     #[test]
     fn fixed_tokens_are_not_the_metrics_endpoints() {
-        for token in [LISTENER, TLS_LISTENER, WAKER, SIGNALS, CLUSTER_LISTENER] {
+        for token in [LISTENER, TLS_LISTENER, WAKER, SIGNALS, TIMER, CLUSTER_LISTENER] {
             assert!(!MetricsEndpoint::owns(token), "{token:?}");
         }
         assert_eq!(Source::of(Token(DIAL_TOKEN_END)), None);

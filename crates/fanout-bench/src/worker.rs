@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use fanout_timer::FineTimer;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -38,6 +39,9 @@ const OUTPUT_BYTES_HIGH: usize = 256 * 1024;
 
 /// Most messages one publisher encodes per turn, so one publisher cannot starve the others.
 const BATCH_MESSAGES_MAX: u64 = 256;
+
+/// The token of the pacing timer; connections are numbered by their slot from 0.
+const TIMER: Token = Token(usize::MAX);
 
 /// Poll timeout with nothing to do (bounds how late a thread sees a phase change).
 const IDLE_WAIT: Duration = Duration::from_millis(10);
@@ -193,6 +197,8 @@ pub struct Worker {
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     poll: Poll,
+    /// Wakes the poll on time for a publisher's next message under a millisecond away.
+    timer: FineTimer,
     conns: Vec<Conn>,
     publishers: Vec<usize>,
     next_to_open: usize,
@@ -245,8 +251,11 @@ impl Worker {
                 role,
             });
         }
+        let poll = Poll::new()?;
+        let timer = FineTimer::new(poll.registry(), TIMER)?;
         Ok(Self {
-            poll: Poll::new()?,
+            poll,
+            timer,
             delivered_local: vec![0; plan.publishers],
             plan,
             shared,
@@ -280,7 +289,9 @@ impl Worker {
                 self.shared.fail(format!("cannot connect to {}: {e}", self.plan.addr));
                 break;
             }
-            let timeout = self.publish(phase);
+            let wait = self.publish(phase);
+            let now = Instant::now();
+            let timeout = self.timer.timeout(now, now + wait).unwrap_or(wait);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     self.shared.fail(format!("poll failed: {e}"));
