@@ -2,10 +2,11 @@
 """Interleaved runs of fanout variants over the comparison workloads; medians, as a markdown table.
 
 Usage: cargo build --release && benches/reactors.py
-  VARIANTS=t1,t2        which variants (default: all below; base-t1 only if BASE is set)
-  BASE=path/to/fanout   an older build to compare against (run with --threads 1)
+  VARIANTS=t1,t2        which variants (default: all below; base-* only if BASE is set)
+  BASE=path/to/fanout   an older build to compare against (base-t1, base-t2: --threads 1 and 2)
   REPS=3 DUR=3          repetitions (alternating the order) and measured seconds per run
   ONLY=substring        only the workloads whose name contains it
+  PEERS=1               also NATS and Redis (as benches/servers.sh starts them), same bench
 Each run starts a fresh server on its own port and runs `fanout bench --server-pid` against it.
 """
 import json, os, signal, socket, statistics, subprocess, sys, time
@@ -18,7 +19,16 @@ VARIANTS = {
     "t2": (BENCH, ["--threads", "2"]),
 }
 if os.environ.get("BASE"):
-    VARIANTS = {"base-t1": (os.environ["BASE"], ["--threads", "1"]), **VARIANTS}
+    base = os.environ["BASE"]
+    VARIANTS = {"base-t1": (base, ["--threads", "1"]), "base-t2": (base, ["--threads", "2"]), **VARIANTS}
+# Peers: how to start each on a port (as benches/servers.sh does), and the bench's --protocol.
+PEERS = {
+    "nats": (lambda p: ["nats-server", "-a", "127.0.0.1", "-p", str(p)], "nats"),
+    "redis": (lambda p: ["redis-server", "--bind", "127.0.0.1", "--port", str(p), "--save", "", "--appendonly", "no",
+                                 "--client-output-buffer-limit", "pubsub 0 0 0", "--daemonize", "no"], "redis"),
+}
+if os.environ.get("PEERS") == "1":
+    VARIANTS = {**VARIANTS, **{name: None for name in PEERS}}
 WORKLOADS = {
     "1x100x1 w100": ["--subscribers", "100", "--publishers", "1", "--window", "100"],
     "1x1000x10 w10": ["--subscribers", "1000", "--publishers", "10", "--window", "10"],
@@ -27,6 +37,7 @@ WORKLOADS = {
     "1x100x1 w1000": ["--subscribers", "100", "--publishers", "1", "--window", "1000"],
     "10k/s x 100": ["--subscribers", "100", "--publishers", "1", "--rate", "10000"],
     "2k/s x 1000 (10 pubs)": ["--subscribers", "1000", "--publishers", "10", "--rate", "2000"],
+    "500/s x 1000 (10 pubs)": ["--subscribers", "1000", "--publishers", "10", "--rate", "500"],
 }
 reps = int(os.environ.get("REPS", "3"))
 only = os.environ.get("ONLY")
@@ -44,11 +55,15 @@ for rep in range(reps):
         if only and only not in wname: continue
         order = variants if rep % 2 == 0 else list(reversed(variants))
         for v in order:
-            binary, sargs = VARIANTS[v]
             port += 1
-            srv = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}"] + sargs, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if v in PEERS:
+                command, protocol = PEERS[v][0](port), PEERS[v][1]
+            else:
+                binary, sargs = VARIANTS[v]
+                command, protocol = [binary, "serve", "--listen", f"127.0.0.1:{port}"] + sargs, "fanout"
+            srv = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_port(port)
-            out = subprocess.run([BENCH, "bench", "--addr", f"127.0.0.1:{port}", "--duration", os.environ.get("DUR", "3"), "--warmup", "1", "--server-pid", str(srv.pid), "--json"] + wargs, capture_output=True, text=True, timeout=120)
+            out = subprocess.run([BENCH, "bench", "--protocol", protocol, "--addr", f"127.0.0.1:{port}", "--duration", os.environ.get("DUR", "3"), "--warmup", "1", "--server-pid", str(srv.pid), "--json"] + wargs, capture_output=True, text=True, timeout=120)
             srv.send_signal(signal.SIGINT); srv.wait(timeout=10)
             try:
                 d = json.loads(out.stdout.strip().splitlines()[-1])
