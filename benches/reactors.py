@@ -7,6 +7,8 @@ Usage: cargo build --release && benches/reactors.py
   REPS=3 DUR=3          repetitions (alternating the order) and measured seconds per run
   ONLY=substring        only the workloads whose name contains it
   PEERS=1               also NATS and Redis (as benches/servers.sh starts them), same bench
+  MINIMAL=1             also the minimal relay, the ceiling issue 16 measures against
+                        (cargo build --release --example minimal_relay)
 Each run starts a fresh server on its own port and runs `fanout bench --server-pid` against it.
 """
 import json, os, signal, socket, statistics, subprocess, sys, time
@@ -27,8 +29,12 @@ PEERS = {
     "redis": (lambda p: ["redis-server", "--bind", "127.0.0.1", "--port", str(p), "--save", "", "--appendonly", "no",
                                  "--client-output-buffer-limit", "pubsub 0 0 0", "--daemonize", "no"], "redis"),
 }
+MINIMAL = os.path.join(HERE, "..", "target", "release", "examples", "minimal_relay")
+PEERS["minimal"] = (lambda p: [MINIMAL, f"127.0.0.1:{p}"], "fanout")
+if os.environ.get("MINIMAL") == "1":
+    VARIANTS = {**VARIANTS, "minimal": None}
 if os.environ.get("PEERS") == "1":
-    VARIANTS = {**VARIANTS, **{name: None for name in PEERS}}
+    VARIANTS = {**VARIANTS, "nats": None, "redis": None}
 WORKLOADS = {
     "1x100x1 w100": ["--subscribers", "100", "--publishers", "1", "--window", "100"],
     "1x1000x10 w10": ["--subscribers", "1000", "--publishers", "10", "--window", "10"],
