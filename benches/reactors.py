@@ -50,8 +50,9 @@ only = os.environ.get("ONLY")
 variants = [v for v in VARIANTS if not os.environ.get("VARIANTS") or v in os.environ["VARIANTS"].split(",")]
 port = 17900
 results = {}
-def wait_port(p):
-    for _ in range(100):
+def wait_port(p, quick=False):
+    """Whether something listens on port p: at once with quick, else within 5 s."""
+    for _ in range(1 if quick else 100):
         try:
             socket.create_connection(("127.0.0.1", p), timeout=0.2).close(); return True
         except OSError: time.sleep(0.05)
@@ -67,8 +68,11 @@ for rep in range(reps):
             else:
                 binary, sargs = VARIANTS[v]
                 command, protocol = [binary, "serve", "--listen", f"127.0.0.1:{port}"] + sargs, "fanout"
+            if wait_port(port, quick=True):
+                print(f"port {port} is taken by another process; skipping {v} {wname}", file=sys.stderr); continue
             srv = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_port(port)
+            if not wait_port(port) or srv.poll() is not None:
+                print(f"{v} did not start on port {port}; skipping {wname}", file=sys.stderr); srv.kill(); continue
             out = subprocess.run([BENCH, "bench", "--protocol", protocol, "--addr", f"127.0.0.1:{port}", "--duration", os.environ.get("DUR", "3"), "--warmup", "1", "--server-pid", str(srv.pid), "--json"] + wargs, capture_output=True, text=True, timeout=120)
             srv.send_signal(signal.SIGINT); srv.wait(timeout=10)
             try:
