@@ -15,26 +15,26 @@ import json, os, signal, socket, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.environ.get("FANOUT", os.path.join(HERE, "..", "target", "release", "fanout"))
+def fanout(binary, *args):
+    """A fanout variant: how to start it on a port, and the bench's --protocol for it."""
+    return (lambda p: [binary, "serve", "--listen", f"127.0.0.1:{p}", *args], "fanout")
 VARIANTS = {
-    "t1-nolinger": (BENCH, ["--threads", "1", "--flush-linger-us", "0"]),
-    "t1": (BENCH, ["--threads", "1"]),
-    "t2": (BENCH, ["--threads", "2"]),
+    "t1-nolinger": fanout(BENCH, "--threads", "1", "--flush-linger-us", "0"),
+    "t1": fanout(BENCH, "--threads", "1"),
+    "t2": fanout(BENCH, "--threads", "2"),
 }
 if os.environ.get("BASE"):
     base = os.environ["BASE"]
-    VARIANTS = {"base-t1": (base, ["--threads", "1"]), "base-t2": (base, ["--threads", "2"]), **VARIANTS}
-# Peers: how to start each on a port (as benches/servers.sh does), and the bench's --protocol.
-PEERS = {
-    "nats": (lambda p: ["nats-server", "-a", "127.0.0.1", "-p", str(p)], "nats"),
-    "redis": (lambda p: ["redis-server", "--bind", "127.0.0.1", "--port", str(p), "--save", "", "--appendonly", "no",
-                                 "--client-output-buffer-limit", "pubsub 0 0 0", "--daemonize", "no"], "redis"),
-}
-MINIMAL = os.path.join(HERE, "..", "target", "release", "examples", "minimal_relay")
-PEERS["minimal"] = (lambda p: [MINIMAL, f"127.0.0.1:{p}"], "fanout")
+    VARIANTS = {"base-t1": fanout(base, "--threads", "1"), "base-t2": fanout(base, "--threads", "2"), **VARIANTS}
 if os.environ.get("MINIMAL") == "1":
-    VARIANTS = {**VARIANTS, "minimal": None}
+    MINIMAL = os.path.join(HERE, "..", "target", "release", "examples", "minimal_relay")
+    VARIANTS["minimal"] = (lambda p: [MINIMAL, f"127.0.0.1:{p}"], "fanout")
 if os.environ.get("PEERS") == "1":
-    VARIANTS = {**VARIANTS, "nats": None, "redis": None}
+    # As benches/servers.sh starts them.
+    VARIANTS["nats"] = (lambda p: ["nats-server", "-a", "127.0.0.1", "-p", str(p)], "nats")
+    VARIANTS["redis"] = (lambda p: ["redis-server", "--bind", "127.0.0.1", "--port", str(p), "--save", "",
+                                    "--appendonly", "no", "--client-output-buffer-limit", "pubsub 0 0 0",
+                                    "--daemonize", "no"], "redis")
 WORKLOADS = {
     "1x100x1 w100": ["--subscribers", "100", "--publishers", "1", "--window", "100"],
     "1x1000x10 w10": ["--subscribers", "1000", "--publishers", "10", "--window", "10"],
@@ -63,16 +63,13 @@ for rep in range(reps):
         order = variants if rep % 2 == 0 else list(reversed(variants))
         for v in order:
             port += 1
-            if v in PEERS:
-                command, protocol = PEERS[v][0](port), PEERS[v][1]
-            else:
-                binary, sargs = VARIANTS[v]
-                command, protocol = [binary, "serve", "--listen", f"127.0.0.1:{port}"] + sargs, "fanout"
+            start, protocol = VARIANTS[v]
+            command = start(port)
             if wait_port(port, quick=True):
                 print(f"port {port} is taken by another process; skipping {v} {wname}", file=sys.stderr); continue
             srv = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if not wait_port(port) or srv.poll() is not None:
-                print(f"{v} did not start on port {port}; skipping {wname}", file=sys.stderr); srv.kill(); continue
+                print(f"{v} did not start on port {port}; skipping {wname}", file=sys.stderr); srv.kill(); srv.wait(); continue
             out = subprocess.run([BENCH, "bench", "--protocol", protocol, "--addr", f"127.0.0.1:{port}", "--duration", os.environ.get("DUR", "3"), "--warmup", "1", "--server-pid", str(srv.pid), "--json"] + wargs, capture_output=True, text=True, timeout=120)
             srv.send_signal(signal.SIGINT); srv.wait(timeout=10)
             try:
