@@ -46,7 +46,7 @@ pub(super) enum Source {
     Waker,
     /// SIGINT, SIGTERM, SIGHUP, SIGUSR2.
     Signals,
-    /// The reactor's sub-millisecond wake-up (`timer.rs`).
+    /// The reactor's sub-millisecond wake-up (`fanout_timer::FineTimer`).
     Timer,
     /// The listener for node links.
     ClusterListener,
