@@ -45,9 +45,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use bytes::Bytes;
 use clap::Args;
 use fanout::client::{ClientError, ClientOptions, Event};
-use fanout::codec::{Members, PresenceEvent, PresenceKind, RoomList};
+use fanout::codec::{ClientFrame, Members, PresenceEvent, PresenceKind, RoomList};
 use fanout::config::DEFAULT_LISTEN;
 use fanout::error::ErrorCode;
 use fanout::failover::{FailoverClient, FailoverError, FailoverEvent, ReconnectPolicy, Reconnected};
@@ -846,7 +847,12 @@ impl Driver {
         let result = connect(&self.settings, &addrs, &name, self.room.as_deref());
         match result {
             Ok(client) => {
-                self.client = client;
+                let old = std::mem::replace(&mut self.client, client);
+                // A LEAVE before the old connection closes: the room sees `bob left`, not
+                // `bob left (connection lost)`. Best effort; the close follows either way.
+                if let (Some(room), Some(sender)) = (self.room.as_deref(), old.sender()) {
+                    let _ = sender.send(&ClientFrame::Leave { room: Bytes::copy_from_slice(room.as_bytes()) });
+                }
                 self.settings.name = name;
                 self.out.status(format!("you are now {}", self.settings.name));
             }

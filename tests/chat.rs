@@ -341,6 +341,8 @@ fn chat_nick_reconnects_under_the_new_name_and_refuses_a_bad_one() {
 
     chat.send("/nick bob2");
     chat.expect("* you are now bob2");
+    let gone = chat.expect("bob left");
+    assert_eq!(gone.trim_start_matches("> "), "* bob left", "the old name leaves, not 'connection lost'");
     chat.send("as bob2");
     expect_from(&mut watcher, "bob2", "as bob2");
 }
