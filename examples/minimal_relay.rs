@@ -9,12 +9,13 @@
 //!
 //! ```sh
 //! cargo build --release --example minimal_relay
-//! target/release/examples/minimal_relay 127.0.0.1:7400
+//! target/release/examples/minimal_relay 127.0.0.1:7400    # the default address
 //! ```
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use bytes::{Bytes, BytesMut};
 use fanout_proto::codec::{
@@ -35,12 +36,23 @@ struct Conn {
     dirty: bool,
 }
 
-fn main() -> io::Result<()> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:7400".into())
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("usage: minimal_relay ADDR ({e})")))?;
+fn main() -> ExitCode {
+    let arg = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7400".into());
+    let Ok(addr) = arg.parse::<SocketAddr>() else {
+        eprintln!("usage: minimal_relay [ADDR]   (ADDR like 127.0.0.1:7400; got {arg:?})");
+        return ExitCode::from(2);
+    };
+    match relay(addr) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("minimal_relay on {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves on `addr` until an error.
+fn relay(addr: SocketAddr) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut listener = TcpListener::bind(addr)?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
